@@ -105,5 +105,17 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
     return out
 
 
+# ------------------------------------------------------------------ pretraining: preprocess, pretrain, plot
+
+
+# ----------------------------------------------------------------------- finetuning: finetune, evaluate
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+# ---------------------------------------------------------------------------------- serving: predict, demo
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
