@@ -128,3 +128,12 @@ def test_summary(mlm_dir):
         summary["parameters"] == RobertaForMaskedLM(RobertaConfig.from_pretrained(mlm_dir)).num_parameters()
     )
     assert summary["tokenizer_vocab_size"] == 1000 and summary["max_tokens"] == 128
+
+
+def test_hub_name_offline_gives_clear_error(monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        CheckpointError, match=r"model folder not found: 'FacebookAI/roberta-base'.*Pass a local folder"
+    ):
+        RobertaForMaskedLM.from_pretrained("FacebookAI/roberta-base")
