@@ -1,0 +1,183 @@
+"""torchrun / DDP / FSDP helpers: one code path for 1 process and N processes.
+
+    dist_info = init_distributed()              # reads RANK / WORLD_SIZE / LOCAL_RANK set by torchrun
+    device = dist_info.device                   # cuda:LOCAL_RANK on GPU machines, cpu otherwise
+    model = wrap_model(model.to(device), dist_info, fsdp=False)
+    my_rows = shard(rows, dist_info)            # each rank its own slice of a global batch
+    if dist_info.is_main: ...                   # only rank 0 writes files
+    cleanup_distributed(dist_info)
+
+Without torchrun (no WORLD_SIZE in the environment) everything is a no-op and `world_size == 1`.
+Backend: nccl on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialized: bool = False  # True when this call set up (and so owns) the process group
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes checkpoints, metrics and logs progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str | torch.device | None = None, *, local_rank: int = 0) -> torch.device:
+    """`None`/"auto": cuda:local_rank when CUDA is available, else cpu. Anything else is taken as given."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but CUDA is not available on this machine")
+    return device
+
+
+def init_distributed(device: str | torch.device | None = None, *, timeout_s: float = 1800) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun; a single-process DistInfo otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank=local_rank)
+    if world_size <= 1:
+        return DistInfo(device=dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    initialized = False
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=dev if dev.type == "cuda" else None,
+        )
+        initialized = True
+        logger.info("rank %d/%d joined (%s on %s)", rank, world_size, backend, dev)
+    return DistInfo(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=dev, initialized=initialized
+    )
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    """Leave the process group this module created (no-op otherwise)."""
+    if info.initialized and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum `tensor` over ranks in place (returned for convenience); identity with one process."""
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: T, info: DistInfo) -> T:
+    """Rank 0's `obj` on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(items: Sequence[T], info: DistInfo) -> Sequence[T]:
+    """This rank's contiguous slice of a global batch (sizes differ by at most one between ranks)."""
+    n = len(items)
+    if n < info.world_size:
+        raise ValueError(
+            f"a global batch of {n} sequences cannot be split over {info.world_size} processes; "
+            f"use a batch size of at least {info.world_size}"
+        )
+    start = info.rank * n // info.world_size
+    stop = (info.rank + 1) * n // info.world_size
+    return items[start:stop]
+
+
+def wrap_model(model: nn.Module, info: DistInfo, *, fsdp: bool = False) -> nn.Module:
+    """DDP (or FSDP2 `fully_shard`, one unit per encoder layer plus the root) when running under torchrun.
+
+    With one process the model is returned as is.
+    """
+    if not info.distributed:
+        if fsdp:
+            logger.warning("--fsdp ignored: one process (launch with torchrun to shard the model)")
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in unwrap_model(model).roberta.encoder.layer:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model under DDP and torch.compile wrappers (FSDP2 shards in place and needs no unwrapping)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """True when `model` was sharded with FSDP2 `fully_shard`."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return isinstance(unwrap_model(model), FSDPModule)
+
+
+__all__ = [
+    "DistInfo",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "cleanup_distributed",
+    "init_distributed",
+    "is_fsdp",
+    "resolve_device",
+    "shard",
+    "unwrap_model",
+    "wrap_model",
+]
