@@ -1,0 +1,35 @@
+"""The export layer: PyTorch checkpoints -> validated ONNX, ONNX Runtime fusions, int8, fp16 and TensorRT engines.
+
+Importing this package imports neither onnx, onnxruntime nor tensorrt; each step imports what it needs.
+"""
+
+from rtoolkit.export.onnx import export_onnx, load_for_task
+from rtoolkit.export.spec import (
+    MANIFEST_NAME,
+    ONNX_FP16,
+    ONNX_FP32,
+    ONNX_INT8,
+    ONNX_OPTIMIZED,
+    TASKS,
+    Artifact,
+    ExportError,
+    Manifest,
+    ValidationError,
+)
+from rtoolkit.export.validate import validate_onnx
+
+__all__ = [
+    "export_onnx",
+    "load_for_task",
+    "validate_onnx",
+    "Artifact",
+    "Manifest",
+    "ExportError",
+    "ValidationError",
+    "TASKS",
+    "MANIFEST_NAME",
+    "ONNX_FP32",
+    "ONNX_OPTIMIZED",
+    "ONNX_INT8",
+    "ONNX_FP16",
+]
