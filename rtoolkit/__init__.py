@@ -2,6 +2,7 @@
 
 from rtoolkit.config import RobertaConfig
 from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+from rtoolkit.predictor import Predictor
 from rtoolkit.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
@@ -12,5 +13,6 @@ __all__ = [
     "RobertaForMaskedLM",
     "RobertaForSequenceClassification",
     "Tokenizer",
+    "Predictor",
     "__version__",
 ]
