@@ -115,6 +115,248 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------- serving: predict, demo
+_PREDICT_BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+QUICKSTART_MODEL = Path("runs") / "quickstart" / "final"
+
+
+def _predictor_options(command):
+    """Options every `rtoolkit predict` command shares."""
+    options = [
+        click.argument("texts", nargs=-1),
+        click.option(
+            "--model",
+            "model_dir",
+            required=True,
+            type=click.Path(path_type=Path),
+            help="Model folder (pretrain/finetune or Hugging Face) or export folder.",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(_PREDICT_BACKENDS),
+            default="auto",
+            show_default=True,
+            help="auto: TensorRT on CUDA > optimized ONNX > ONNX > torch.",
+        ),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "fp16", "int8"]),
+            default=None,
+            help="Pick this export (default: fp32, fp16 for CUDA exports).",
+        ),
+        click.option(
+            "--input",
+            "input_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read texts from FILE, one per line (- for stdin).",
+        ),
+        click.option("--batch-size", default=32, show_default=True, help="Texts per forward pass."),
+        click.option(
+            "--max-length",
+            type=int,
+            default=None,
+            help="Token limit [default: the model's].",
+        ),
+        click.option(
+            "--no-truncation", is_flag=True, help="Fail on texts over the limit instead of truncating them."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _read_texts(texts: tuple[str, ...], input_file: Path | None) -> list[str]:
+    """Texts from arguments, --input FILE (or -), or stdin when it is not a terminal; blank lines are errors."""
+    if texts and input_file is not None:
+        raise UserError("give texts as arguments or with --input, not both")
+    if texts:
+        return list(texts)
+    if input_file is not None and str(input_file) != "-":
+        if not input_file.is_file():
+            raise UserError(f"input file not found: {input_file}")
+        name, lines = str(input_file), input_file.read_text(encoding="utf-8").splitlines()
+    elif input_file is not None or not sys.stdin.isatty():
+        name, lines = "stdin", sys.stdin.read().splitlines()
+    else:
+        raise UserError("no texts: pass TEXT arguments, --input FILE, or lines on stdin")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise UserError(f"{name} line {number}: empty line; every line must hold one text")
+    if not lines:
+        raise UserError(f"{name} holds no text")
+    return lines
+
+
+def _load_predictor(model_dir: Path, backend: str, device: str, precision, batch_size: int, max_length):
+    from rtoolkit.predictor import Predictor
+
+    return Predictor.from_pretrained(
+        model_dir,
+        backend=backend,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+
+
+def _emit_json_lines(count: int, run, record) -> None:
+    """Print one JSON object per input; `run(start, stop)` works on chunks so large inputs stream out."""
+    from tqdm import tqdm
+
+    chunk = 1024
+    with tqdm(total=count, unit="text", disable=count <= chunk or None, file=sys.stderr) as bar:
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            for i, result in enumerate(run(start, stop), start=start):
+                click.echo(json.dumps(record(i, result), ensure_ascii=False))
+            bar.update(stop - start)
+
+
+@main.group("predict")
+def predict_group() -> None:
+    """Run a model on texts (arguments, --input FILE or stdin lines); one JSON object per text on stdout."""
+
+
+@predict_group.command("fill-mask")
+@_predictor_options
+@click.option("--top-k", default=5, show_default=True, help="Predictions per <mask>.")
+def predict_fill_mask_cmd(
+    texts, model_dir, backend, device, precision, input_file, batch_size, max_length, no_truncation, top_k
+) -> None:
+    """Predict the word behind each <mask>: {"text", "predictions": [{"token", "token_str", "score", "sequence"}]}."""
+    items = _read_texts(texts, input_file)
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+    _emit_json_lines(
+        len(items),
+        lambda a, b: predictor.fill_mask(items[a:b], top_k=top_k, truncation=not no_truncation),
+        lambda i, result: {"text": items[i], "predictions": result},
+    )
+
+
+@predict_group.command("classify")
+@_predictor_options
+@click.option("--top-k", default="1", show_default=True, help="Labels per text, or 'all'.")
+@click.option("--pairs", is_flag=True, help="Each text is 'FIRST<TAB>SECOND', a sentence pair.")
+def predict_classify_cmd(
+    texts,
+    model_dir,
+    backend,
+    device,
+    precision,
+    input_file,
+    batch_size,
+    max_length,
+    no_truncation,
+    top_k,
+    pairs,
+) -> None:
+    """Label texts with a finetuned classifier: {"text", "label", "score"} (or "predictions" with --top-k)."""
+    if top_k == "all":
+        k = None
+    elif top_k.isdigit() and int(top_k) > 0:
+        k = int(top_k)
+    else:
+        raise UserError(f"--top-k must be a positive integer or 'all', got {top_k!r}")
+    items = _read_texts(texts, input_file)
+    firsts, seconds = items, None
+    if pairs:
+        split = [t.split("\t", 1) for t in items]
+        bad = next((i for i, s in enumerate(split) if len(s) != 2), None)
+        if bad is not None:
+            raise UserError(f"text {bad + 1} has no TAB: with --pairs every text is 'FIRST<TAB>SECOND'")
+        firsts, seconds = [s[0] for s in split], [s[1] for s in split]
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+
+    def record(i: int, result) -> dict:
+        out = {"text": firsts[i]}
+        if seconds is not None:
+            out["text_pair"] = seconds[i]
+        out.update(result if isinstance(result, dict) else {"predictions": result})
+        return out
+
+    _emit_json_lines(
+        len(items),
+        lambda a, b: predictor.classify(
+            firsts[a:b], None if seconds is None else seconds[a:b], top_k=k, truncation=not no_truncation
+        ),
+        record,
+    )
+
+
+@predict_group.command("embed")
+@_predictor_options
+@click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True)
+@click.option("--no-normalize", is_flag=True, help="Keep the raw pooled vectors (default: unit length).")
+def predict_embed_cmd(
+    texts,
+    model_dir,
+    backend,
+    device,
+    precision,
+    input_file,
+    batch_size,
+    max_length,
+    no_truncation,
+    pooling,
+    no_normalize,
+) -> None:
+    """Sentence embeddings from the encoder: {"text", "embedding": [H floats]}."""
+    items = _read_texts(texts, input_file)
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+    _emit_json_lines(
+        len(items),
+        lambda a, b: predictor.embed(
+            items[a:b], pooling=pooling, normalize=not no_normalize, truncation=not no_truncation
+        ),
+        lambda i, vector: {"text": items[i], "embedding": vector.tolist()},
+    )
+
+
+@main.command("demo")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Masked-LM model or export folder [default: {QUICKSTART_MODEL}, from `make quickstart`].",
+)
+@click.option(
+    "--classifier", type=click.Path(path_type=Path), default=None, help="A finetuned classifier too."
+)
+@click.option("--backend", type=click.Choice(_PREDICT_BACKENDS), default="auto", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface)."
+)
+@click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+@click.option("--share", is_flag=True, help="Also open a public Gradio share link.")
+def demo_cmd(
+    model_dir: Path | None,
+    classifier: Path | None,
+    backend: str,
+    device: str,
+    host: str,
+    port: int,
+    share: bool,
+) -> None:
+    """Serve the Gradio web demo: a Fill mask tab, and a Classify tab with --classifier."""
+    if model_dir is None:
+        model_dir = QUICKSTART_MODEL
+        if not model_dir.is_dir():
+            raise UserError(
+                f"no --model given and {QUICKSTART_MODEL} does not exist: run `make quickstart` first"
+            )
+    try:
+        from rtoolkit.demos.app import build_demo
+    except ImportError as exc:
+        raise UserError(f"the demo needs gradio: pip install 'rtoolkit[demo]' ({exc})") from None
+    from rtoolkit.predictor import Predictor
+
+    fill_mask = Predictor.from_pretrained(model_dir, backend=backend, device=device)
+    classify = Predictor.from_pretrained(classifier, backend=backend, device=device) if classifier else None
+    build_demo(fill_mask, classify).launch(server_name=host, server_port=port, share=share)
 
 
 if __name__ == "__main__":  # pragma: no cover
