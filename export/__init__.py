@@ -4,6 +4,9 @@ Importing this package imports neither onnx, onnxruntime nor tensorrt; each step
 """
 
 from rtoolkit.export.onnx import export_onnx, load_for_task
+from rtoolkit.export.optimize import expected_fusions, optimize_onnx
+from rtoolkit.export.pipeline import export
+from rtoolkit.export.quantize import convert_fp16, quantize_int8
 from rtoolkit.export.spec import (
     MANIFEST_NAME,
     ONNX_FP16,
@@ -16,12 +19,20 @@ from rtoolkit.export.spec import (
     Manifest,
     ValidationError,
 )
+from rtoolkit.export.tensorrt import TensorRTRunner, build_engine
 from rtoolkit.export.validate import validate_onnx
 
 __all__ = [
+    "export",
     "export_onnx",
-    "load_for_task",
+    "optimize_onnx",
+    "quantize_int8",
+    "convert_fp16",
+    "build_engine",
     "validate_onnx",
+    "TensorRTRunner",
+    "expected_fusions",
+    "load_for_task",
     "Artifact",
     "Manifest",
     "ExportError",

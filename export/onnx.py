@@ -286,8 +286,8 @@ def export_onnx(
                 do_constant_folding=True,
             )
         proto = onnx.load(str(raw))
-        proto.producer_name = "rtoolkit"
-        proto.doc_string = f"rtoolkit {task} export of {folder.name}"
+        # producer_name stays "pytorch": onnxruntime's optimizer checks it for model_type="bert".
+        onnx.helper.set_model_props(proto, {"rtoolkit.task": task, "rtoolkit.source": folder.name})
         written = save_onnx(proto, tmp / ONNX_FP32, external_data=external_data)
         del proto
         try:

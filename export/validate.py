@@ -315,7 +315,7 @@ def check(numbers: dict[str, float], precision: str, task: str, tolerances: dict
     if numbers.get("nan_count"):
         failures.append(f"{numbers['nan_count']} NaN outputs")
     t = tolerances
-    if "max_abs_diff" in t and numbers["max_abs_diff"] > t["max_abs_diff"]:
+    if t.get("max_abs_diff") is not None and numbers["max_abs_diff"] > t["max_abs_diff"]:
         failures.append(f"max |diff| {numbers['max_abs_diff']:.3g} > {t['max_abs_diff']:.3g}")
     for key, limit in (
         ("top5_agreement", t.get("min_top5_agreement")),

@@ -112,6 +112,109 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ export
+@main.command("export")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Export folder (self-contained).")
+@click.option(
+    "--task",
+    type=click.Choice(["auto", "fill-mask", "classification", "embedding"]),
+    default="auto",
+    show_default=True,
+    help="What the graph outputs; auto reads the checkpoint's architecture.",
+)
+@click.option(
+    "--opset", default=17, show_default=True, help="ONNX opset (17 or more: one LayerNormalization node)."
+)
+@click.option("--optimize", is_flag=True, help="Add model.optimized.onnx (ONNX Runtime transformer fusions).")
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), default=None, help="Add model.int8.onnx (dynamic int8)."
+)
+@click.option("--per-channel", is_flag=True, help="int8: one scale per output channel.")
+@click.option(
+    "--exclude",
+    multiple=True,
+    type=click.Choice(["embeddings", "head"]),
+    help="int8: keep these node groups in fp32 (repeatable).",
+)
+@click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (for GPUs; LayerNorm kept in fp32).")
+@click.option("--trt", is_flag=True, help="Build a TensorRT fp16 engine (needs tensorrt and a CUDA GPU).")
+@click.option(
+    "--max-batch", default=32, show_default=True, help="Largest batch (TensorRT profile, manifest)."
+)
+@click.option("--max-seq-len", type=int, default=None, help="Longest input in tokens [default: the model's].")
+@click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with its reference.")
+@click.option(
+    "--eval-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labeled GLUE-style TSV: report the dev metric of every precision (and fail int8/fp16 on a >1 point drop).",
+)
+def export_cmd(
+    model_dir: Path,
+    out: Path,
+    task: str,
+    opset: int,
+    optimize: bool,
+    quantize: str | None,
+    per_channel: bool,
+    exclude: tuple[str, ...],
+    fp16: bool,
+    trt: bool,
+    max_batch: int,
+    max_seq_len: int | None,
+    no_validate: bool,
+    eval_data: Path | None,
+) -> None:
+    """Export MODEL_DIR to ONNX (and optimized, int8, fp16, TensorRT), validating each artifact."""
+    from tqdm import tqdm
+
+    from rtoolkit.export import export
+
+    steps = 1 + optimize + (quantize is not None) + fp16 + trt
+    with tqdm(total=steps, desc="export", unit="step", disable=None) as bar:
+        started: list[str] = []
+
+        def on_step(name: str) -> None:
+            if started:
+                bar.update(1)
+            started.append(name)
+            bar.set_description(name)
+
+        manifest = export(
+            model_dir,
+            out,
+            task=task,
+            opset=opset,
+            optimize=optimize,
+            quantize=quantize,
+            per_channel=per_channel,
+            exclude=exclude,
+            fp16=fp16,
+            trt=trt,
+            max_batch=max_batch,
+            max_seq_len=max_seq_len,
+            validate=not no_validate,
+            eval_data=eval_data,
+            on_step=on_step,
+        )
+        bar.update(1)
+    click.echo(f"{manifest.task} export in {out} (opset {manifest.opset}):")
+    for art in manifest.artifacts:
+        v = art.validation
+        numbers = ", ".join(
+            f"{k} {v[k]:.4g}"
+            for k in (
+                "max_abs_diff",
+                "top1_agreement",
+                "top5_agreement",
+                "pearson",
+                "cosine_min",
+                "accuracy_drop",
+            )
+            if k in v
+        )
+        status = ("passed" if art.passed else "FAILED") if v else "not validated"
+        click.echo(f"  {art.file:<28} {art.precision:<5} {status:<13} {numbers}")
 
 
 # ---------------------------------------------------------------------------------- serving: predict, demo
