@@ -109,6 +109,175 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 
 
 # ----------------------------------------------------------------------- finetuning: finetune, evaluate
+_DATA_FORMATS = ["csv", "tsv", "jsonl"]
+
+
+def _custom_data_options(command):
+    """--text-column / --text-pair-column / --label-column / --format, shared by finetune and evaluate."""
+    options = [
+        click.option("--text-column", default="text", show_default=True, help="Custom data: column of the text."),
+        click.option("--text-pair-column", default=None, help="Custom data: column of the second text of a pair."),
+        click.option("--label-column", default="label", show_default=True, help="Custom data: column of the label."),
+        click.option(
+            "--format", "data_format", type=click.Choice(_DATA_FORMATS), default=None,
+            help="Custom data format [default: from the file suffix].",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command("finetune")
+@click.option(
+    "--model", required=True, help="Model folder: from `rtoolkit pretrain`, Hugging Face (roberta-base), ..."
+)
+@click.option("--task", default=None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder with the task's GLUE .tsv files.",
+)
+@click.option(
+    "--train", "train_file", type=click.Path(path_type=Path), default=None, help="Custom training data."
+)
+@click.option(
+    "--validation",
+    "validation_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Custom validation data.",
+)
+@click.option(
+    "--test",
+    "test_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Custom data to predict (--predict).",
+)
+@_custom_data_options
+@click.option(
+    "--regression", is_flag=True, help="Custom data: regress on the labels even if they are integers."
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tokenizer folder [default: the model's].",
+)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: task preset].")
+@click.option(
+    "--batch-size", type=int, default=None, help="Sentences per step, all processes [default: task preset]."
+)
+@click.option("--epochs", type=int, default=None, help="Epochs [default: task preset, 10].")
+@click.option("--max-steps", type=int, default=None, help="Stop after N steps (sets the schedule length).")
+@click.option(
+    "--warmup-ratio", type=float, default=None, help="Share of steps in linear warmup [default: 0.06]."
+)
+@click.option("--weight-decay", type=float, default=0.1, show_default=True)
+@click.option("--clip-norm", type=float, default=0.0, show_default=True, help="Gradient clipping (0: off).")
+@click.option(
+    "--max-length", type=int, default=512, show_default=True, help="Longest input, <s> </s> included."
+)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per step.")
+@click.option("--eval-batch-size", type=int, default=64, show_default=True)
+@click.option(
+    "--eval-every", type=int, default=0, show_default=True, help="Also evaluate every N steps (0: per epoch)."
+)
+@click.option(
+    "--save-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at evals)."
+)
+@click.option("--keep-last", type=int, default=1, show_default=True, help="Resumable checkpoints kept.")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Log the loss every N steps.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda when available].")
+@click.option("--max-train-samples", type=int, default=None, help="Train on the first N rows only.")
+@click.option("--max-eval-samples", type=int, default=None, help="Evaluate on the first N rows only.")
+@click.option("--main-metric", default=None, help="Metric that picks best/ [default: the task's].")
+@click.option(
+    "--predict", is_flag=True, help="Write test-set predictions from best/ (GLUE submission format)."
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def finetune_cmd(train_file, validation_file, test_file, data_format, no_progress, **options) -> None:
+    """Finetune on a GLUE task (--task, --data-dir) or custom CSV/TSV/JSONL data (--train, --validation).
+
+    Writes OUT/checkpoints/step-N/, OUT/best/ (best by the task's metric), OUT/final/, OUT/metrics.jsonl and
+    OUT/eval_results.json. Launch with `torchrun --nproc-per-node N -m rtoolkit.cli finetune ...` for several GPUs.
+    """
+    from rtoolkit.train.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()},
+        train_file=str(train_file) if train_file else None,
+        validation_file=str(validation_file) if validation_file else None,
+        test_file=str(test_file) if test_file else None,
+        data_format=data_format,
+        progress=not no_progress,
+    )
+    results = finetune(config)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    key = results["main_metric"]
+    best = results["best"]
+    click.echo(f"best {key} {best[key]:.4f} at step {best['step']} -> {results['best_dir']}")
+    click.echo(
+        f"final {key} {results['final'][key]:.4f} at step {results['steps']} -> {results['final_dir']}"
+    )
+    for path in results.get("predictions", []):
+        click.echo(f"predictions -> {path}")
+
+
+@main.command("evaluate")
+@click.option("--model", required=True, help="Finetuned model folder (e.g. OUT/best).")
+@click.option("--task", default=None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder with the task's GLUE .tsv files.",
+)
+@click.option(
+    "--split", default="dev", show_default=True, help="GLUE split (dev = MNLI's matched and mismatched)."
+)
+@click.option(
+    "--validation",
+    "validation_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Custom labelled data.",
+)
+@_custom_data_options
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tokenizer folder [default: the model's].",
+)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--max-samples", type=int, default=None, help="Evaluate on the first N rows only.")
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda when available].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+def evaluate_cmd(as_json: bool, **options) -> None:
+    """Score a finetuned model on a GLUE split or a custom labelled file (loss and the task's metrics)."""
+    from rtoolkit.train.finetune import evaluate_model
+
+    results = evaluate_model(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        click.echo(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -593,8 +593,17 @@ def infer_label_space(rows: RawRows, *, regression: bool | None = None) -> Label
     return LabelSpace(tuple(names))
 
 
-def encode_rows(rows: RawRows, space: LabelSpace, *, ids: Sequence[str] | None = None) -> TextDataset:
-    """Turn raw rows into a TextDataset with label ids (or floats) of `space`; unknown labels are errors."""
+def encode_rows(
+    rows: RawRows,
+    space: LabelSpace,
+    *,
+    ids: Sequence[str] | None = None,
+    known_from: str = "the training data",
+) -> TextDataset:
+    """Turn raw rows into a TextDataset with label ids (or floats) of `space`; unknown labels are errors.
+
+    `known_from` says where the label space came from, for the error message.
+    """
     labels: list[Any] | None = None
     if rows.labels is not None:
         if space.is_regression:
@@ -607,7 +616,7 @@ def encode_rows(rows: RawRows, space: LabelSpace, *, ids: Sequence[str] | None =
             for text, line in zip(rows.labels, rows.lines, strict=True):
                 if text not in index:
                     raise DataError(
-                        f"{rows.source}:{line}: label {text!r} never appears in the training data "
+                        f"{rows.source}:{line}: label {text!r} never appears in {known_from} "
                         f"(known labels: {', '.join(space.names)})"
                     )
                 labels.append(index[text])
