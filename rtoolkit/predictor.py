@@ -281,20 +281,17 @@ def _pick(candidates: list[_Artifact], what: str, folder: Path) -> _Artifact:
 
 
 def _onnx_order(artifacts: list[_Artifact], precision: str | None, device: str) -> list[_Artifact]:
-    """ONNX files in order of preference: the asked precision, else fp16 on CUDA and optimized fp32 first."""
-    onnx = [a for a in artifacts if a.format == "onnx"]
+    """ONNX files in order of preference: the asked precision, else fp16 on CUDA then fp32; optimized first."""
     if precision is not None:
-        wanted = [a for a in onnx if a.precision == precision]
-    else:
-        # int8 trades accuracy for speed: only on request.
+        prefs = [precision]
+    else:  # int8 trades accuracy for speed: only on request
         prefs = ["fp16", "fp32"] if device.startswith("cuda") else ["fp32"]
-        wanted = [a for p in prefs for a in onnx if a.precision == p]
-    return sorted(wanted, key=lambda a: not a.optimized)  # stable: keeps the precision order
+    wanted = [a for a in artifacts if a.format == "onnx" and a.precision in prefs]
+    return sorted(wanted, key=lambda a: (prefs.index(a.precision), not a.optimized))
 
 
-def _onnx_backend(
-    folder: Path, artifact: _Artifact, *, device: str, num_threads: int | None, max_batch: int | None
-) -> _GraphBackend:
+def _onnx_backend(artifact: _Artifact, *, device: str, num_threads: int | None) -> _GraphBackend:
+    """An ONNX Runtime session; its axes are dynamic, so the manifest's shape limits do not apply."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -337,7 +334,6 @@ def _onnx_backend(
         task=task,
         artifact=artifact.path,
         precision=artifact.precision,
-        max_batch=max_batch,
     )
 
 
@@ -353,15 +349,16 @@ def _graph_task(path: Path, output_names: list[str], rank: int) -> str:
 
 
 def _tensorrt_backend(
-    folder: Path, artifact: _Artifact, manifest: dict[str, Any] | None, *, max_batch: int | None
+    folder: Path, artifact: _Artifact, manifest: dict[str, Any] | None, *, device: str
 ) -> _GraphBackend:
+    """A TensorRT engine; batches and texts are kept within its optimization profile."""
     try:
         from rtoolkit.export.tensorrt import TensorRTRunner
     except ImportError as exc:
         raise ImportError(
             f"the tensorrt backend needs TensorRT and a CUDA GPU: pip install 'rtoolkit[gpu]' ({exc})"
         ) from None
-    runner = TensorRTRunner(artifact.path)
+    runner = TensorRTRunner(artifact.path, device=int(device.split(":")[1]) if ":" in device else 0)
     lock = threading.Lock()  # one execution context: one batch at a time
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -373,14 +370,19 @@ def _tensorrt_backend(
         raise PredictorError(
             f"{folder / MANIFEST_NAME}: 'task' must be one of {sorted(_EXPORT_TASKS)} to serve a TensorRT engine"
         )
-    max_length = (manifest or {}).get("max_seq_len")
+    # The engine's optimization profile bounds the shapes it runs: (min, opt, max) per input.
+    profile = getattr(runner, "profile", {}).get("input_ids")
+    if profile:
+        max_batch, max_length = profile[2]
+    else:
+        max_batch, max_length = (manifest or {}).get("max_batch"), (manifest or {}).get("max_seq_len")
     return _GraphBackend(
         name="tensorrt",
         run=run,
         task=task,
         artifact=artifact.path,
         precision=artifact.precision,
-        max_batch=max_batch,
+        max_batch=int(max_batch) if max_batch else None,
         max_length=int(max_length) if max_length else None,
     )
 
@@ -422,8 +424,6 @@ def _load_backend(
 ):
     manifest = _read_manifest(folder)
     artifacts = _artifacts(folder, manifest)
-    max_batch = (manifest or {}).get("max_batch")
-    max_batch = int(max_batch) if max_batch else None
     is_export = bool(artifacts) or manifest is not None
     if backend == "auto":
         engines = [a for a in artifacts if a.format == "tensorrt"]
@@ -457,7 +457,7 @@ def _load_backend(
                 f"{folder} holds no ONNX model; export one with `rtoolkit export {folder} --out DIR` and pass DIR"
             )
         choice = _pick(_onnx_order(artifacts, precision, device), f"{precision or 'fp32'} ONNX model", folder)
-        return _onnx_backend(folder, choice, device=device, num_threads=num_threads, max_batch=max_batch)
+        return _onnx_backend(choice, device=device, num_threads=num_threads)
     if backend == "tensorrt":
         if not device.startswith("cuda"):
             raise PredictorError("backend='tensorrt' needs device='cuda'")
@@ -465,7 +465,7 @@ def _load_backend(
         order = ["fp16", "fp32", "int8"] if precision is None else [precision]
         candidates = [a for p in order for a in engines if a.precision == p]
         choice = _pick(candidates, f"{precision or ''} TensorRT engine".replace("  ", " "), folder)
-        return _tensorrt_backend(folder, choice, manifest, max_batch=max_batch)
+        return _tensorrt_backend(folder, choice, manifest, device=device)
     raise PredictorError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 

@@ -53,3 +53,47 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained_mlm_dir(tmp_path_factory, tokenizer, corpus_files) -> Path:
+    """A tiny masked-LM trained for a few seconds on real sentences, saved with its tokenizer.
+
+    Its fill-mask distributions are peaked rather than uniform, so top-k comparisons between implementations
+    (backends, transformers' pipeline, the web demo) are meaningful and not decided by rounding noise.
+    """
+    from rtoolkit.config import RobertaConfig
+    from rtoolkit.model import IGNORE_INDEX, RobertaForMaskedLM
+
+    lines = [line for line in corpus_files[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [i for line in tokenizer.iter_encode(lines[:3000]) for i in line]
+    width = 32
+    blocks = torch.tensor(ids[: len(ids) // width * width]).view(-1, width)  # (N, 32)
+    generator = torch.Generator().manual_seed(0)
+    model = RobertaForMaskedLM(
+        RobertaConfig.tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        batch = blocks[torch.randint(len(blocks), (32,), generator=generator)]  # (32, 32)
+        masked = torch.rand(batch.shape, generator=generator) < 0.15
+        labels = batch.masked_fill(~masked, IGNORE_INDEX)
+        loss = model(batch.masked_fill(masked, tokenizer.mask_token_id), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval().save_pretrained(tmp_path_factory.mktemp("trained_mlm"), tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random two-label classifier (negative / positive), saved with its tokenizer."""
+    from rtoolkit.config import RobertaConfig
+    from rtoolkit.model import RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig.tiny(
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, id2label={0: "negative", 1: "positive"}
+    )
+    model = RobertaForSequenceClassification(config).eval()
+    return model.save_pretrained(tmp_path_factory.mktemp("classifier"), tokenizer=tokenizer)
