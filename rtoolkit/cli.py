@@ -106,6 +106,195 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 
 
 # ------------------------------------------------------------------ pretraining: preprocess, pretrain, plot
+@main.command("preprocess")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--tokenizer",
+    "tokenizer_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Tokenizer folder (or a model folder with tokenizer files).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the token files.")
+@click.option(
+    "--valid-fraction", default=0.01, show_default=True, help="Share of documents held out for validation."
+)
+@click.option("--workers", default=1, show_default=True, help="Tokenizer processes.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a folder made from other inputs or another tokenizer."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def preprocess_cmd(inputs, tokenizer_dir, out, valid_fraction, workers, overwrite, no_progress) -> None:
+    """Tokenize text FILES or folders into token files for `rtoolkit pretrain` (documents: blank-line blocks)."""
+    from rtoolkit.data.corpus import preprocess
+
+    meta = preprocess(
+        expand_text_files(inputs),
+        tokenizer_dir=tokenizer_dir,
+        out_dir=out,
+        valid_fraction=valid_fraction,
+        workers=workers,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
+    train, valid = meta["splits"]["train"], meta["splits"]["valid"]
+    click.echo(
+        f"{out}: train {train['tokens']:,} tokens / {train['documents']:,} documents, valid {valid['tokens']:,} "
+        f"tokens / {valid['documents']:,} documents ({meta['dtype']}, {meta['tokens_per_second']:,} tokens/s)"
+    )
+
+
+@main.command("pretrain")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder from `rtoolkit preprocess` [default: the bundled sample corpus, tiny model, short run].",
+)
+@click.option(
+    "--eval-data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Another preprocessed folder whose valid split is evaluated too (repeatable).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option(
+    "--model-config",
+    default=None,
+    help="tiny | base | large | a config.json [default: tiny on the sample, else base].",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Continue pretraining this model folder.",
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["full-sentences", "doc-sentences"]),
+    default="full-sentences",
+    show_default=True,
+    help="Block packing (paper §4.2).",
+)
+@click.option(
+    "--masking",
+    type=click.Choice(["dynamic", "static"]),
+    default="dynamic",
+    show_default=True,
+    help="Fresh masks every epoch, or BERT's fixed masks.",
+)
+@click.option(
+    "--static-copies",
+    default=10,
+    show_default=True,
+    help="Static masking: copies of the data, each with its own masks.",
+)
+@click.option("--mask-prob", default=0.15, show_default=True, help="Share of tokens chosen for prediction.")
+@click.option(
+    "--random-token-prob",
+    default=0.1,
+    show_default=True,
+    help="Share of chosen tokens replaced by a random token.",
+)
+@click.option(
+    "--leave-unmasked-prob", default=0.1, show_default=True, help="Share of chosen tokens left unchanged."
+)
+@click.option("--whole-word-mask", is_flag=True, help="Mask whole words (a word starts at a 'Ġ' token).")
+@click.option(
+    "--seq-len",
+    type=int,
+    default=None,
+    help="Tokens per block incl. <s> </s> [default: min(512, model max)].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Sequences per optimizer step [default: 8192; 16 on the sample].",
+)
+@click.option(
+    "--micro-batch-size",
+    type=int,
+    default=None,
+    help="Sequences per forward/backward; accumulation is derived [default: 16].",
+)
+@click.option(
+    "--max-steps", type=int, default=None, help="Optimizer steps [default: 500000; 800 on the sample]."
+)
+@click.option(
+    "--lr", type=float, default=None, help="Peak learning rate [default: 6e-4; 1e-3 on the sample]."
+)
+@click.option(
+    "--warmup-steps",
+    type=int,
+    default=None,
+    help="Linear warmup steps [default: 4.8% of --max-steps, at most 24000].",
+)
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--adam-eps", default=1e-6, show_default=True)
+@click.option("--clip-norm", default=0.0, show_default=True, help="Gradient clipping max norm (0 = off).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--fsdp", is_flag=True, help="Shard the model with FSDP (under torchrun).")
+@click.option("--device", default=None, help="cpu | cuda | cuda:N [default: cuda when available].")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Steps between evaluations [default: 1000; 100 on the sample].",
+)
+@click.option(
+    "--save-every",
+    type=int,
+    default=None,
+    help="Steps between checkpoints [default: 1000; 200 on the sample].",
+)
+@click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept.")
+@click.option("--log-every", default=10, show_default=True, help="Steps per metrics.jsonl record.")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option(
+    "--skip-nonfinite", is_flag=True, help="Skip (and count) steps with a NaN/inf loss instead of stopping."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def pretrain_cmd(format_, compile_, eval_data, skip_nonfinite, no_progress, **options) -> None:
+    """Masked-LM pretraining with RoBERTa's recipe; with no --data, a few-minute tiny run on the bundled sample.
+
+    Writes OUT/checkpoints/step-N/ (HF model folders + train_state.pt), OUT/final/, OUT/metrics.jsonl and
+    OUT/run_config.json. For several GPUs or nodes: `torchrun --nproc-per-node N -m rtoolkit.cli pretrain ...`.
+    """
+    from rtoolkit.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        **options, format=format_, compile=compile_, eval_data=tuple(eval_data),
+        on_nonfinite="skip" if skip_nonfinite else "stop", progress=not no_progress,
+    )  # fmt: skip
+    final = pretrain(config)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"model -> {final}")
+
+
+@main.command("plot")
+@click.argument(
+    "run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_png",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG path [default: RUN_DIR/loss.png].",
+)
+@click.option(
+    "--label", "labels", multiple=True, help="Legend label per run (repeatable) [default: folder names]."
+)
+def plot_cmd(run_dirs, out_png, labels) -> None:
+    """Draw training and held-out loss curves of one or more pretraining runs into a PNG."""
+    from rtoolkit.train.pretrain import plot_runs
+
+    path = plot_runs(list(run_dirs), out_png or run_dirs[0] / "loss.png", labels=list(labels) or None)
+    click.echo(f"plot -> {path}")
 
 
 # ----------------------------------------------------------------------- finetuning: finetune, evaluate
