@@ -23,11 +23,7 @@ def test_a_wrong_artifact_fails_with_numbers_and_is_recorded(tmp_path, model_dir
     export_onnx(tmp_path / "other", tmp_path / "bad")
     manifest = Manifest.load(tmp_path / "good")
     shutil.copy(tmp_path / "bad" / "model.onnx", tmp_path / "good" / "model.optimized.onnx")
-    manifest.put(
-        manifest.artifact("model.onnx").__class__(
-            file="model.optimized.onnx", format="onnx", precision="fp32"
-        )
-    )
+    manifest.put(Artifact(file="model.optimized.onnx", format="onnx", precision="fp32"))
     manifest.save(tmp_path / "good")
     with pytest.raises(
         ValidationError, match=r"validation failed for model.optimized.onnx against model.onnx: max \|diff\|"
