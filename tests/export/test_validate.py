@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from rtoolkit.export import ExportError, Manifest, ValidationError, export_onnx, validate_onnx
+from rtoolkit.export import Artifact, ExportError, Manifest, ValidationError, export_onnx, validate_onnx
 from rtoolkit.export.validate import build_inputs, read_labeled_tsv
 
 from rtoolkit.config import RobertaConfig
