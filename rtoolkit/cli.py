@@ -370,7 +370,12 @@ def _custom_data_options(command):
 @click.option(
     "--max-length", type=int, default=512, show_default=True, help="Longest input, <s> </s> included."
 )
-@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per step.")
+@click.option(
+    "--micro-batch-size",
+    type=int,
+    default=None,
+    help="Sentences per forward/backward; accumulation is derived.",
+)
 @click.option("--eval-batch-size", type=int, default=64, show_default=True)
 @click.option(
     "--eval-every", type=int, default=0, show_default=True, help="Also evaluate every N steps (0: per epoch)."

@@ -136,8 +136,8 @@ class FinetuneConfig:
     """Gradient-norm clipping (0: off, as in fairseq's GLUE recipe)."""
     max_length: int = 512
     """Longest input in tokens, <s> and </s> included (also capped by the model's position table)."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step on each process (batch_size is split between them)."""
+    micro_batch_size: int | None = None
+    """Sentences per forward/backward on each process; gradients accumulate to batch_size (None: no split)."""
     eval_batch_size: int = 64
     """Sentences per evaluation batch."""
     eval_every: int = 0
@@ -180,7 +180,14 @@ class FinetuneConfig:
                 raise ValueError(f"task {self.task} needs data_dir (the folder with its GLUE .tsv files)")
         if self.train_file is not None and self.validation_file is None:
             raise ValueError("custom data needs a validation file too")
-        for name in ("batch_size", "epochs", "max_steps", "grad_accum", "eval_batch_size", "max_length"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "max_steps",
+            "micro_batch_size",
+            "eval_batch_size",
+            "max_length",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -541,7 +548,8 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
             epoch, index = divmod(step, steps_per_epoch)
             rows = _epoch_order(n, cfg.seed, epoch)[index * batch_size : (index + 1) * batch_size].tolist()
             rows = list(shard(rows, info))
-            micro = [rows[i :: cfg.grad_accum] for i in range(min(cfg.grad_accum, len(rows)))]
+            size = cfg.micro_batch_size or len(rows)
+            micro = [rows[i : i + size] for i in range(0, len(rows), size)]
             batches = [
                 collate(tokenizer, [train_ids[r] for r in m], [train_labels[r] for r in m]) for m in micro
             ]

@@ -296,13 +296,14 @@ def test_cli_custom_data_and_its_errors(tmp_path, encoder_dir):
 
 # ------------------------------------------------------------------------------------------- torchrun
 def test_torchrun_two_processes_match_one(tmp_path, encoder_dir):
+    """2 processes x 4 rows reach the weights of 1 process accumulating micro-batches of 3, 3 and 2 rows."""
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(32, seed=4))
     args = ["--model", str(encoder_dir), "--train", str(train), "--validation", str(train),
             "--text-column", "review", "--label-column", "stars", "--lr", "1e-3", "--batch-size", "8",
             "--max-steps", "4", "--no-progress", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run(
-        [sys.executable, "-m", "rtoolkit.cli", "finetune", *args, "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "rtoolkit.cli", "finetune", *args, "--micro-batch-size", "3", "--out", str(tmp_path / "one")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert single.returncode == 0, single.stderr
