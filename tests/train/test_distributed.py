@@ -1,4 +1,4 @@
-"""torchrun with 2 gloo processes gives the losses of 1 process with the same global batch."""
+"""torchrun with 2 gloo processes (DDP or FSDP) gives the losses of 1 process with the same global batch."""
 
 from __future__ import annotations
 
@@ -34,10 +34,14 @@ def _run(args, nproc):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("fmt", ["full-sentences", "doc-sentences"])
-def test_two_process_ddp_matches_one_process(tmp_path, pretrain_data, no_dropout_config, fmt):
+@pytest.mark.parametrize(
+    ("fmt", "sharding"),
+    [("full-sentences", "ddp"), ("doc-sentences", "ddp"), ("full-sentences", "fsdp")],
+)
+def test_two_processes_match_one_process(tmp_path, pretrain_data, no_dropout_config, fmt, sharding):
     _run(_pretrain_args(pretrain_data, tmp_path / "one", no_dropout_config, "--format", fmt), nproc=1)
-    _run(_pretrain_args(pretrain_data, tmp_path / "two", no_dropout_config, "--format", fmt), nproc=2)
+    extra = ("--fsdp",) if sharding == "fsdp" else ()
+    _run(_pretrain_args(pretrain_data, tmp_path / "two", no_dropout_config, "--format", fmt, *extra), nproc=2)
     one = read_metrics(tmp_path / "one" / "metrics.jsonl")
     two = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert len(one) == len(two) == 6 + 3  # 6 training records, evaluations at steps 0, 3, 6
