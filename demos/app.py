@@ -12,6 +12,7 @@ Predictor directly (it is thread-safe), so several requests run at once; input e
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
@@ -34,6 +35,15 @@ DEFAULT_CLASSIFY_EXAMPLES = (
 DETAIL_HEADERS = ["mask", "token", "score", "sequence"]
 
 
+def _page_error(exc: Exception) -> gr.Error:
+    """The message as the page shows it: escaped, since the page renders it as HTML (`<mask>` would vanish).
+
+    Bad input is the user's to fix, not a server fault: no traceback in the server log.
+    """
+    logger.info("rejected input: %s", exc)
+    return gr.Error(html.escape(str(exc), quote=False), print_exception=False)
+
+
 def fill_mask_outputs(
     predictor: Predictor, text: str, top_k: float
 ) -> tuple[dict[str, float], list[list[Any]]]:
@@ -41,7 +51,7 @@ def fill_mask_outputs(
     try:
         result = predictor.fill_mask(text, top_k=int(top_k))
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _page_error(exc) from None
     masks = result if result and isinstance(result[0], list) else [result]  # one list of predictions per mask
     scores: dict[str, float] = {}
     rows: list[list[Any]] = []
@@ -63,7 +73,7 @@ def classify_outputs(predictor: Predictor, text: str, text_pair: str | None) -> 
     try:
         result = predictor.classify(text, pair, top_k=None)
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _page_error(exc) from None
     if isinstance(result, dict):  # regression: {"score": value}
         return f"score: {result['score']:.4f}" if "score" in result else str(result)
     return {r["label"]: r["score"] for r in result}
@@ -110,7 +120,8 @@ def build_demo(
                     text = gr.Textbox(
                         label="Text",
                         placeholder=f"A sentence with {mask}, e.g. {DEFAULT_FILL_MASK_EXAMPLES[0]}",
-                        lines=2,
+                        lines=1,
+                        max_lines=1,  # Enter submits
                         elem_id="fill-mask-text",
                     )
                     top_k = gr.Slider(1, 20, value=5, step=1, label="Top k", elem_id="fill-mask-top-k")

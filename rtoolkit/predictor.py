@@ -481,7 +481,7 @@ def _as_texts(texts: object, name: str) -> tuple[list[str], bool]:
     else:
         raise PredictorError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
     for i, text in enumerate(items):
-        where = name if single else f"{name}[{i}]"
+        where = ("the text" if name == "texts" else "the text pair") if single else f"{name}[{i}]"
         if not isinstance(text, str):
             raise PredictorError(f"{where} must be a string, got {type(text).__name__}: {text!r:.60}")
         if not text.strip():

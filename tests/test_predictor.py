@@ -238,8 +238,8 @@ def test_long_text_is_truncated_with_a_warning_or_rejected(mlm, caplog):
     [
         (lambda p: p.fill_mask("No mask in this sentence."), "the text has no <mask> token to fill"),
         (lambda p: p.fill_mask(["A <mask>.", "none here"]), r"texts\[1\] has no <mask> token"),
-        (lambda p: p.fill_mask(""), "texts is empty; pass some text"),
-        (lambda p: p.fill_mask("   "), "texts is empty"),
+        (lambda p: p.fill_mask(""), "the text is empty; pass some text"),
+        (lambda p: p.fill_mask("   "), "the text is empty"),
         (lambda p: p.fill_mask([]), "texts is an empty list"),
         (lambda p: p.fill_mask(["A <mask>.", 3]), r"texts\[1\] must be a string, got int"),
         (lambda p: p.fill_mask(None), "texts must be a string or a list of strings, got NoneType"),
