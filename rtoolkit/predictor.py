@@ -395,12 +395,13 @@ def _tensorrt_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _onnxruntime_available() -> bool:
+def _onnxruntime_available(device: str) -> bool:
+    """onnxruntime is installed and, for CUDA, has its CUDA execution provider (onnxruntime-gpu)."""
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime as ort
     except ImportError:
         return False
-    return True
+    return not device.startswith("cuda") or "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _check_device(device: str) -> str:
@@ -429,7 +430,7 @@ def _load_backend(
         engines = [a for a in artifacts if a.format == "tensorrt"]
         if device.startswith("cuda") and engines and _tensorrt_available():
             backend = "tensorrt"
-        elif _onnx_order(artifacts, precision, device) and _onnxruntime_available():
+        elif _onnx_order(artifacts, precision, device) and _onnxruntime_available(device):
             backend = "onnx"
         elif _has_weights(folder):
             backend = "torch"
@@ -464,7 +465,7 @@ def _load_backend(
         engines = [a for a in artifacts if a.format == "tensorrt"]
         order = ["fp16", "fp32", "int8"] if precision is None else [precision]
         candidates = [a for p in order for a in engines if a.precision == p]
-        choice = _pick(candidates, f"{precision or ''} TensorRT engine".replace("  ", " "), folder)
+        choice = _pick(candidates, f"{precision} TensorRT engine" if precision else "TensorRT engine", folder)
         return _tensorrt_backend(folder, choice, manifest, device=device)
     raise PredictorError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
