@@ -83,5 +83,5 @@ def export(
         from rtoolkit.export.tensorrt import build_engine
 
         step("tensorrt")
-        build_engine(folder, precision="fp16", validate=validate)
+        build_engine(folder, precision="fp16", **common)
     return Manifest.load(folder)

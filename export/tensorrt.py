@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ def build_engine(
     opt_seq_len: int | None = None,
     validate: bool = True,
     rebuild: bool = False,
+    texts: Sequence[str] | None = None,
+    eval_data: str | os.PathLike | None = None,
 ) -> Path:
     """Build (or reuse from the cache) a TensorRT engine for an export folder; returns `engines/<key>.engine`.
 
@@ -119,7 +122,7 @@ def build_engine(
             raise ExportError(f"{source}: file not found; export the model first")
         from rtoolkit.export.quantize import convert_fp16
 
-        convert_fp16(folder, validate=validate)
+        convert_fp16(folder, validate=validate, texts=texts, eval_data=eval_data)
     shapes = profile_shapes(
         max_batch=max_batch, max_seq_len=max_seq_len, opt_batch=opt_batch, opt_seq_len=opt_seq_len
     )
@@ -162,7 +165,15 @@ def build_engine(
 
         runner = TensorRTRunner(engine_path)
         run = lambda feeds: runner.run(feeds)[runner.output_names[0]]  # noqa: E731
-        validate_outputs(folder, relative, run)
+        validate_outputs(
+            folder,
+            relative,
+            run,
+            texts=texts,
+            eval_data=eval_data,
+            max_batch=max_batch,
+            max_seq_len=max_seq_len,
+        )
     return engine_path
 
 
@@ -184,7 +195,7 @@ def _build_plan(trt, source: Path, shapes, *, precision: str, typed: bool, cache
     if precision == "fp16" and not typed:
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10: weakly typed, the builder picks fp16 kernels
     timing = config.create_timing_cache(cache.read_bytes() if cache.is_file() else b"")
-    config.set_timing_cache(timing, ignore_mismatch=False)
+    config.set_timing_cache(timing, False)  # False: refuse a cache from another device or version
     profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
         profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])

@@ -342,8 +342,13 @@ def validate_outputs(
     texts: Sequence[str] | None = None,
     eval_data: str | os.PathLike | LabeledData | None = None,
     tolerances: dict[str, float] | None = None,
+    max_batch: int | None = None,
+    max_seq_len: int | None = None,
 ) -> dict[str, Any]:
     """Compare `run` (the artifact `file`) with `reference_run`, record the numbers, raise on failure.
+
+    `max_batch` / `max_seq_len` bound the validation batches (a TensorRT engine's profile); by default the
+    manifest's max_seq_len and batches of 8.
 
     Default reference: `model.onnx` in ONNX Runtime on CPU. The record is stored in the artifact's manifest entry
     (`validation`, `passed`) before ValidationError is raised, so a failed artifact is never mistaken for a good one.
@@ -366,7 +371,14 @@ def validate_outputs(
     pairs = None
     if labeled is not None and manifest.task == "classification":
         texts, pairs = labeled.texts, labeled.pairs
-    inputs = build_inputs(folder, manifest.task, max_seq_len=manifest.max_seq_len, texts=texts, pairs=pairs)
+    inputs = build_inputs(
+        folder,
+        manifest.task,
+        max_seq_len=min(max_seq_len or manifest.max_seq_len, manifest.max_seq_len),
+        texts=texts,
+        pairs=pairs,
+        batch_size=min(BATCH_SIZE, max_batch or BATCH_SIZE),
+    )
     if reference_run is None:
         reference_run = session_runner(onnx_session(folder / ONNX_FP32))
         reference_name = ONNX_FP32
