@@ -124,6 +124,32 @@ def test_transformers_reads_the_finetuned_folder(tmp_path, encoder_dir, tokenize
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_finetunes_a_transformers_folder(tmp_path, tokenizer):
+    """--model accepts a folder written by transformers (as roberta-base is distributed)."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.RobertaForMaskedLM(
+        transformers.RobertaConfig(
+            **{k: v for k, v in RobertaConfig.tiny().to_dict().items() if k != "model_type"}
+        )
+    )
+    hf.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "hf")
+    results = finetune(
+        FinetuneConfig(
+            model=str(tmp_path / "hf"), task="sst2", data_dir=str(shared_data("sst2")), out=str(tmp_path / "run"),
+            max_steps=2, batch_size=8, max_train_samples=16, max_eval_samples=16, progress=False,
+        )
+    )  # fmt: skip
+    assert results["steps"] == 2
+    tuned = weights(tmp_path / "run" / "final")
+    torch.testing.assert_close(  # the encoder started from the transformers weights (and moved a little)
+        tuned["roberta.embeddings.word_embeddings.weight"],
+        hf.roberta.embeddings.word_embeddings.weight.detach(),
+        atol=1e-3,
+        rtol=0,
+    )
+
+
 # ------------------------------------------------------------------------------------------------ STS-B
 def test_stsb_regression_learns_the_score_scale(tmp_path, encoder_dir):
     data_dir = shared_data("stsb")
