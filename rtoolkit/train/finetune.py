@@ -523,7 +523,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
         device,
     )
 
-    def run_eval(epoch: float) -> dict[str, float]:
+    def run_eval(epoch: float, *, log: bool = True) -> dict[str, float]:
         record: dict[str, float] = {}
         for split, split_data in data.evals.items():
             scores = score_split(
@@ -531,7 +531,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
                 batch_size=cfg.eval_batch_size, precision=precision, device=device,
             )  # fmt: skip
             record.update({f"{split}/{k}": v for k, v in scores.items()})
-        if metrics_log is not None:
+        if log and metrics_log is not None:
             metrics_log.write({"step": step, "epoch": round(epoch, 4), **record})
         return record
 
@@ -592,7 +592,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
             metrics_log.close()
     final_dir = save_final(out, model, tokenizer=tokenizer, dist_info=info)
     if last_eval is None:  # resumed a run that had already finished
-        last_eval = run_eval(step / steps_per_epoch)
+        last_eval = run_eval(step / steps_per_epoch, log=False)
     results = {
         "task": cfg.task or "custom",
         "main_metric": data.main_key,

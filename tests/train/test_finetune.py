@@ -218,9 +218,12 @@ def test_refuses_to_overwrite_a_run(tmp_path, encoder_dir):
     )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         finetune(FinetuneConfig(resume=True, **common))
-    finetune(FinetuneConfig(**common))
+    first = finetune(FinetuneConfig(**common))
     with pytest.raises(FileExistsError, match="already holds a run"):
         finetune(FinetuneConfig(**common))
+    again = finetune(FinetuneConfig(resume=True, **common))  # a finished run: nothing left to train
+    assert again["steps"] == 1 and again["final"] == first["final"]
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 2  # one loss record, one evaluation
 
 
 # ------------------------------------------------------------------------------------------ heads, labels
