@@ -7,7 +7,8 @@ Shared by pretraining and finetuning:
     ...  # after every optimizer step: scheduler.step()
 
 Weight decay is decoupled (AdamW) and skips biases and LayerNorm weights, as Hugging Face's Trainer does (fairseq
-decays everything; see docs/pretraining.md). On CUDA the fused AdamW kernel is used.
+decays everything; see docs/pretraining.md). The fused AdamW kernel is used on CUDA and CPU (on CPU it is about
+8x faster than the foreach kernel for a 16M-parameter model; Hugging Face's Trainer defaults to it too).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def build_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW over `model`'s trainable parameters (RoBERTa: betas (0.9, 0.98), eps 1e-6).
 
-    `fused=None` picks the fused CUDA kernel when every parameter lives on a CUDA device.
+    `fused=None` picks the fused kernel when every parameter is a floating-point tensor on CUDA or CPU.
     """
     if lr <= 0:
         raise ValueError(f"learning rate must be positive, got {lr}")
@@ -68,7 +69,7 @@ def build_optimizer(
     if not params:
         raise ValueError("the model has no trainable parameters")
     if fused is None:
-        fused = all(p.device.type == "cuda" for p in params)
+        fused = all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in params)
     kwargs = {"fused": True} if fused else {}
     logger.debug(
         "AdamW: %d decayed / %d undecayed tensors, fused=%s",

@@ -25,6 +25,7 @@ def test_no_weight_decay_on_biases_and_layernorm(tiny_config):
     # Every parameter exactly once (the tied decoder weight is the word embedding).
     assert len(decayed) + len(skipped) == len(list(model.parameters()))
     assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-6
+    assert opt.defaults["fused"]  # the fused kernel on CPU too
 
 
 def test_bad_hyperparameters_raise(tiny_config):
