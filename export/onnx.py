@@ -180,11 +180,6 @@ def _initializer_bytes(model) -> int:
     return sum(len(init.raw_data) for init in model.graph.initializer)
 
 
-def onnx_files(folder: Path, name: str) -> list[str]:
-    """`name` and its external data file when there is one."""
-    return [n for n in (name, name + ".data") if (folder / n).is_file()]
-
-
 def copy_model_files(model_dir: Path, out_dir: Path) -> list[str]:
     """Copy config.json and the tokenizer files so the export folder is self-contained."""
     copied = []

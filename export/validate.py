@@ -309,7 +309,7 @@ def task_metric(logits: np.ndarray, labels: np.ndarray, *, regression: bool) -> 
     return 100.0 * float((logits.argmax(-1) == labels).mean())
 
 
-def check(numbers: dict[str, float], precision: str, task: str, tolerances: dict[str, float]) -> list[str]:
+def check(numbers: dict[str, float], tolerances: dict[str, float]) -> list[str]:
     """The criteria `numbers` fails, as readable strings (empty when it passes)."""
     failures = []
     if numbers.get("nan_count"):
@@ -396,7 +396,7 @@ def validate_outputs(
         numbers["accuracy_drop"] = numbers["reference_score"] - numbers["score"]
     limits = dict(TOLERANCES[artifact.precision])
     limits.update(tolerances or {})
-    failures = check(numbers, artifact.precision, manifest.task, limits)
+    failures = check(numbers, limits)
     record: dict[str, Any] = {
         "reference": reference_name or "pytorch",
         "shapes": [list(b["input_ids"].shape) for b in inputs.batches],
