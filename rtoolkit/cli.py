@@ -121,10 +121,17 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 )
 @click.option("--workers", default=1, show_default=True, help="Tokenizer processes.")
 @click.option(
+    "--keep-newlines",
+    is_flag=True,
+    help="Keep line breaks inside documents (default: join lines with a space).",
+)
+@click.option(
     "--overwrite", is_flag=True, help="Replace a folder made from other inputs or another tokenizer."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def preprocess_cmd(inputs, tokenizer_dir, out, valid_fraction, workers, overwrite, no_progress) -> None:
+def preprocess_cmd(
+    inputs, tokenizer_dir, out, valid_fraction, workers, keep_newlines, overwrite, no_progress
+) -> None:
     """Tokenize text FILES or folders into token files for `rtoolkit pretrain` (documents: blank-line blocks)."""
     from rtoolkit.data.corpus import preprocess
 
@@ -134,6 +141,7 @@ def preprocess_cmd(inputs, tokenizer_dir, out, valid_fraction, workers, overwrit
         out_dir=out,
         valid_fraction=valid_fraction,
         workers=workers,
+        keep_newlines=keep_newlines,
         overwrite=overwrite,
         progress=not no_progress,
     )
@@ -220,7 +228,7 @@ def preprocess_cmd(inputs, tokenizer_dir, out, valid_fraction, workers, overwrit
     help="Sequences per forward/backward; accumulation is derived [default: 16].",
 )
 @click.option(
-    "--max-steps", type=int, default=None, help="Optimizer steps [default: 500000; 800 on the sample]."
+    "--max-steps", type=int, default=None, help="Optimizer steps [default: 500000; 600 on the sample]."
 )
 @click.option(
     "--lr", type=float, default=None, help="Peak learning rate [default: 6e-4; 1e-3 on the sample]."

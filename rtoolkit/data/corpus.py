@@ -1,8 +1,10 @@
 """Raw text -> token files on disk -> packed blocks -> batches of block indices.
 
 Preprocessing (`preprocess`) streams text files: a document is a blank-line-separated block (a file's end also ends
-one). Each document goes to the train or the validation split by a hash of its text (deterministic, order-free, and
-duplicates never straddle the splits), is tokenized without special tokens and appended to
+one). The lines of a document are joined with single spaces (hard-wrapped books would otherwise teach the model to
+predict line breaks; fairseq never sees newline tokens either); `keep_newlines=True` keeps them. Each document goes
+to the train or the validation split by a hash of its text (deterministic, order-free, and duplicates never
+straddle the splits), is tokenized without special tokens and appended to
 
     OUT/train.bin, OUT/valid.bin   all token ids of a split back to back (uint16 when the vocabulary fits, else int32)
     OUT/train.idx, OUT/valid.idx   int64 document offsets into the .bin (n_documents + 1 values, starting at 0)
@@ -56,15 +58,22 @@ class CorpusError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- reading text
-def iter_documents(path: str | os.PathLike) -> Iterator[tuple[str, bool]]:
+def iter_documents(path: str | os.PathLike, *, keep_newlines: bool = False) -> Iterator[tuple[str, bool]]:
     """Yield (text, continues) for the blank-line-separated documents of a UTF-8 text file.
 
-    Lines inside a document keep their newlines (the trailing one is dropped). A document longer than
-    MAX_DOCUMENT_CHARS comes in pieces cut at line ends; `continues` is True for every piece but the last.
+    The lines of a document are stripped and joined with single spaces, or kept as they are (trailing newline
+    dropped) with `keep_newlines`. A document longer than MAX_DOCUMENT_CHARS comes in pieces cut at line ends;
+    `continues` is True for every piece but the last.
     """
     path = Path(path)
     lines: list[str] = []
     size = 0
+
+    def text() -> str:
+        if keep_newlines:
+            return "".join(lines).rstrip("\n")
+        return " ".join(line.strip() for line in lines)
+
     try:
         with path.open("r", encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -74,17 +83,17 @@ def iter_documents(path: str | os.PathLike) -> Iterator[tuple[str, bool]]:
                     lines.append(line)
                     size += len(line)
                     if size >= MAX_DOCUMENT_CHARS:
-                        yield "".join(lines), True
+                        yield text() + ("\n" if keep_newlines else " "), True
                         lines, size = [], 0
                 elif lines:
-                    yield "".join(lines).rstrip("\n"), False
+                    yield text(), False
                     lines, size = [], 0
     except UnicodeDecodeError as exc:
         raise CorpusError(
             f"{path}: not valid UTF-8 near byte {exc.start} ({exc.reason}); convert the file to UTF-8"
         ) from None
     if lines:
-        yield "".join(lines).rstrip("\n"), False
+        yield text(), False
 
 
 def in_validation(text: str, fraction: float) -> bool:
@@ -123,13 +132,13 @@ class _Chunk:
     chars: int
 
 
-def _chunks(files: Sequence[Path], valid_fraction: float) -> Iterator[_Chunk]:
+def _chunks(files: Sequence[Path], valid_fraction: float, keep_newlines: bool) -> Iterator[_Chunk]:
     """Group documents into ~CHUNK_CHARS chunks; the split of a multi-piece document follows its first piece."""
     chunk = _Chunk([], [], [], 0)
     for path in files:
         piece_of_previous = False
         split_valid = False
-        for text, continues in iter_documents(path):
+        for text, continues in iter_documents(path, keep_newlines=keep_newlines):
             if not piece_of_previous:
                 split_valid = in_validation(text, valid_fraction)
             chunk.texts.append(text)
@@ -188,6 +197,7 @@ def preprocess(
     out_dir: str | os.PathLike,
     valid_fraction: float = 0.01,
     workers: int = 1,
+    keep_newlines: bool = False,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -212,6 +222,7 @@ def preprocess(
         "format_version": FORMAT_VERSION,
         "tokenizer_fingerprint": tokenizer.fingerprint(),
         "valid_fraction": valid_fraction,
+        "keep_newlines": keep_newlines,
         "inputs": _input_record(paths),
     }
     if (out / META_NAME).is_file():
@@ -237,7 +248,7 @@ def preprocess(
         writers = {split: _SplitWriter(tmp, split, dtype) for split in SPLITS}
         try:
             for chunk, encoded in _encode_chunks(
-                _chunks(paths, valid_fraction), tokenizer, tokenizer_dir, workers
+                _chunks(paths, valid_fraction, keep_newlines), tokenizer, tokenizer_dir, workers
             ):
                 for ids, continues, valid in zip(encoded, chunk.continues, chunk.valid, strict=True):
                     writers["valid" if valid else "train"].add(ids, continues=continues)

@@ -35,6 +35,7 @@ from rtoolkit.data.corpus import (
     Item,
     TokenSplit,
     epoch_batches,
+    iter_documents,
     load_meta,
     preprocess,
 )
@@ -133,7 +134,7 @@ class PretrainConfig:
         if cfg.model_config is None:
             cfg.model_config = "tiny" if sample else "base"
         defaults = (
-            dict(batch_size=16, micro_batch_size=16, max_steps=800, lr=1e-3, eval_every=100, save_every=200)
+            dict(batch_size=16, micro_batch_size=16, max_steps=600, lr=1e-3, eval_every=100, save_every=200)
             if sample
             else dict(
                 batch_size=8192,
@@ -213,7 +214,8 @@ def prepare_sample(workdir: str | os.PathLike, *, vocab_size: int = 8192, progre
     files = sample_files()
     if not (tokenizer_dir / "tokenizer.json").is_file():
         logger.info("training a %d-id tokenizer on the sample corpus", vocab_size)
-        Tokenizer.train(files, vocab_size=vocab_size).save_pretrained(tokenizer_dir)
+        documents = (text for f in files for text, _ in iter_documents(f))  # the text as preprocess sees it
+        Tokenizer.train_from_iterator(documents, vocab_size=vocab_size).save_pretrained(tokenizer_dir)
     data = workdir / "data"
     preprocess(files, tokenizer_dir=tokenizer_dir, out_dir=data, valid_fraction=0.05, progress=progress)
     return data

@@ -36,7 +36,8 @@ def corpus_dir(tmp_path_factory, books, tokenizer_dir):
 def test_documents_are_blank_line_blocks_and_files_end_them(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("first line\nsecond line\n\n\n  \nnext doc\n", encoding="utf-8")
-    assert list(iter_documents(a)) == [("first line\nsecond line", False), ("next doc", False)]
+    assert list(iter_documents(a)) == [("first line second line", False), ("next doc", False)]
+    assert list(iter_documents(a, keep_newlines=True))[0] == ("first line\nsecond line", False)
     b = tmp_path / "b.txt"
     b.write_bytes(b"caf\xe9\n")
     with pytest.raises(CorpusError, match=r"b\.txt: not valid UTF-8"):
