@@ -119,6 +119,7 @@ class PretrainConfig:
     log_every: int = 10  # steps per metrics.jsonl training record
     resume: bool = False  # continue from the latest checkpoint in OUT
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
+    num_workers: int | None = None  # processes that mask and collate ahead; default 0 on CPU, 4 on CUDA
     progress: bool = True  # show a progress bar (rank 0)
     sample_vocab_size: int = 8192  # tokenizer size for the bundled sample corpus
     extra_model_config: dict[str, Any] = field(
@@ -288,6 +289,36 @@ class Collator:
             config=self.masking,
             word_starts=self.word_starts,
         )
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Global batch i -> this rank's masked micro-batches; a map-style dataset so DataLoader workers can prefetch."""
+
+    def __init__(
+        self,
+        plan: list[list[Item]],
+        collate: Collator,
+        lengths: np.ndarray,
+        *,
+        info: DistInfo,
+        micro_batch_size: int,
+        seq_len: int,
+    ):
+        self.plan, self.collate, self.lengths = plan, collate, lengths
+        self.info, self.micro_batch_size, self.seq_len = info, micro_batch_size, seq_len
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> list[dict[str, torch.Tensor]]:
+        mine = list(dist_utils.shard(self.plan[i], self.info))
+        parts = micro_batches(
+            mine, self.lengths, micro_batch_size=self.micro_batch_size, seq_len=self.seq_len
+        )
+        return [self.collate(items) for items in parts]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
 
 def eval_batches(
@@ -488,40 +519,51 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
 
     if step == 0:
         run_eval()
-    batches = epoch_batches(
-        train_blocks.lengths,
-        epoch=epoch,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        seq_len=cfg.seq_len,
-        format=cfg.format,
-        masking=cfg.masking,
-        static_copies=cfg.static_copies,
-    )
+
+    def epoch_plan(epoch: int) -> list[list[Item]]:
+        plan = epoch_batches(
+            train_blocks.lengths,
+            epoch=epoch,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            seq_len=cfg.seq_len,
+            format=cfg.format,
+            masking=cfg.masking,
+            static_copies=cfg.static_copies,
+        )
+        if not plan:
+            raise CorpusError(f"{cfg.data}: not enough blocks for one batch of {cfg.batch_size}")
+        return plan
+
+    def training_batches(epoch: int, position: int):
+        """Yield (epoch, position after this batch, this rank's micro-batches), epoch after epoch."""
+        while True:
+            plan = StepBatches(
+                epoch_plan(epoch)[position:],
+                collate,
+                train_blocks.lengths,
+                info=info,
+                micro_batch_size=cfg.micro_batch_size,
+                seq_len=cfg.seq_len,
+            )
+            loader = (
+                torch.utils.data.DataLoader(plan, batch_size=None, num_workers=num_workers, prefetch_factor=4)
+                if num_workers
+                else plan
+            )
+            for micro in loader:
+                position += 1
+                yield epoch, position, micro
+            epoch, position = epoch + 1, 0
+
+    num_workers = cfg.num_workers if cfg.num_workers is not None else (0 if device.type == "cpu" else 4)
+    stream = training_batches(epoch, position)
     bar = progress_bar(cfg.max_steps, initial=step, desc="pretrain", enabled=show)
     window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
     try:
+        t0 = time.perf_counter()
         while step < cfg.max_steps:
-            if position >= len(batches):
-                epoch, position = epoch + 1, 0
-                batches = epoch_batches(
-                    train_blocks.lengths,
-                    epoch=epoch,
-                    seed=cfg.seed,
-                    batch_size=cfg.batch_size,
-                    seq_len=cfg.seq_len,
-                    format=cfg.format,
-                    masking=cfg.masking,
-                    static_copies=cfg.static_copies,
-                )
-            t0 = time.perf_counter()
-            mine = list(dist_utils.shard(batches[position], info))
-            micro = [
-                collate(items)
-                for items in micro_batches(
-                    mine, train_blocks.lengths, micro_batch_size=cfg.micro_batch_size, seq_len=cfg.seq_len
-                )
-            ]
+            epoch, position, micro = next(stream)
             result = train_step(
                 model,
                 micro,
@@ -535,7 +577,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
             )
             if not result.finite:
                 if cfg.on_nonfinite == "stop":
-                    saved = save()  # the weights are still those before the bad batch
+                    saved = save()  # the weights are still those before the bad batch, which is passed over
                     raise TrainingDiverged(
                         f"non-finite loss/gradient ({result.loss}) at step {step + 1}; training stopped. The last "
                         f"good state is saved in {saved}. Lower --lr, add --clip-norm or use --precision bf16, then "
@@ -544,7 +586,6 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 skipped += 1
                 scheduler.step()
                 logger.warning("step %d: non-finite loss, update skipped (%d so far)", step + 1, skipped)
-            position += 1
             step += 1
             tokens = dist_utils.all_reduce_sum(
                 torch.tensor(sum(int(b["attention_mask"].sum()) for b in micro), device=device), info
@@ -578,9 +619,11 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 run_eval()
             if step % cfg.save_every == 0 or step == cfg.max_steps:
                 save()
+            t0 = time.perf_counter()
         run_eval()
         final = save_final(out, model, tokenizer=tokenizer, dist_info=info)
     finally:
+        stream.close()
         bar.close()
         if metrics is not None:
             metrics.close()

@@ -157,3 +157,10 @@ def test_no_data_prepares_the_bundled_sample(tmp_path):
     sample_bytes = sum(f.stat().st_size for f in pretrain_module.sample_files())
     assert 1_000_000 <= sample_bytes <= 2_000_000
     assert RobertaForMaskedLM.from_pretrained(final).config.num_hidden_layers == 2
+
+
+def test_dataloader_workers_feed_the_same_batches(tmp_path, pretrain_data, no_dropout_config):
+    kwargs = dict(model_config=str(no_dropout_config), max_steps=4, eval_every=0, save_every=4)
+    pretrain(_config(tmp_path / "inline", pretrain_data, num_workers=0, **kwargs))
+    pretrain(_config(tmp_path / "workers", pretrain_data, num_workers=2, **kwargs))
+    assert _train_losses(tmp_path / "workers") == _train_losses(tmp_path / "inline")
