@@ -248,6 +248,12 @@ def preprocess_cmd(
 @click.option("--device", default=None, help="cpu | cuda | cuda:N [default: cuda when available].")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--num-workers",
+    type=int,
+    default=None,
+    help="Processes that mask and collate batches ahead [default: 0 on CPU, 4 on CUDA].",
+)
+@click.option(
     "--eval-every",
     type=int,
     default=None,
