@@ -63,7 +63,8 @@ def fill_mask_outputs(
             if shown in scores:  # " the" and "the" look alike once stripped
                 shown = f"{shown} (id {p['token']})"
             scores[shown] = p["score"]
-            rows.append([m, p["token_str"], round(p["score"], 4), p["sequence"]])
+            token = p["token_str"] if p["token_str"].strip() else repr(p["token_str"])
+            rows.append([m, token, round(p["score"], 4), p["sequence"]])
     return scores, rows
 
 
@@ -77,6 +78,12 @@ def classify_outputs(predictor: Predictor, text: str, text_pair: str | None) -> 
     if isinstance(result, dict):  # regression: {"score": value}
         return f"score: {result['score']:.4f}" if "score" in result else str(result)
     return {r["label"]: r["score"] for r in result}
+
+
+def _described(predictor: Predictor) -> str:
+    """`runs/quickstart/final` (torch backend): the last two parts of the folder, and how it is run."""
+    name = "/".join(predictor.source.parts[-2:]) if predictor.source else "model"
+    return f"`{name}` ({predictor.backend} backend, {predictor.precision})"
 
 
 def build_demo(
@@ -109,11 +116,10 @@ def build_demo(
         return fill_mask_outputs(fill_mask_predictor, text, top_k)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(
-            f"# {title}\n"
-            f"Model: `{fill_mask_predictor.source.name if fill_mask_predictor.source else 'model'}` "
-            f"({fill_mask_predictor.backend} backend)"
-        )
+        lines = [f"# {title}", f"Fill mask: {_described(fill_mask_predictor)}"]
+        if classify_predictor is not None:
+            lines.append(f"Classify: {_described(classify_predictor)}")
+        gr.Markdown("\n\n".join(lines))
         with gr.Tab("Fill mask"):
             with gr.Row():
                 with gr.Column():
