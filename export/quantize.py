@@ -64,7 +64,14 @@ def nodes_in_groups(model, groups: Sequence[str]) -> list[str]:
     if unknown:
         raise ExportError(f"unknown node group(s) {unknown} to exclude; choose from {sorted(EXCLUDE_GROUPS)}")
     fragments = tuple(f for g in groups for f in EXCLUDE_GROUPS[g])
-    return [n.name for n in model.graph.node if n.name and any(f in n.name for f in fragments)]
+    names = []
+    for node in model.graph.node:
+        if node.name and any(f in node.name for f in fragments):
+            names.append(node.name)
+            if node.op_type == "Gemm":
+                # The quantizer first rewrites Gemm as MatMul + Add, naming the MatMul "<gemm>_MatMul".
+                names.append(node.name + "_MatMul")
+    return names
 
 
 def quantize_int8(
