@@ -644,7 +644,7 @@ def plot_runs(
     labels = labels or [Path(d).name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"got {len(run_dirs)} runs but {len(labels)} labels")
-    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(13, 4))
     for run, label in zip(run_dirs, labels, strict=True):
         path = Path(run) / METRICS_NAME
         if not path.is_file():
@@ -667,7 +667,8 @@ def plot_runs(
     ax_eval.set(title="held-out MLM loss (fixed masks)", xlabel="step", ylabel="loss (nats)")
     for ax in (ax_train, ax_eval):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax_train.legend(fontsize=8)
+    ax_eval.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
