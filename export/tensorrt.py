@@ -195,7 +195,9 @@ def _build_plan(trt, source: Path, shapes, *, precision: str, typed: bool, cache
     if precision == "fp16" and not typed:
         config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10: weakly typed, the builder picks fp16 kernels
     timing = config.create_timing_cache(cache.read_bytes() if cache.is_file() else b"")
-    config.set_timing_cache(timing, False)  # False: refuse a cache from another device or version
+    if not config.set_timing_cache(timing, False):  # a cache from another GPU or TensorRT: start a fresh one
+        logger.info("%s was made by another GPU or TensorRT version; starting a new timing cache", cache)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
     profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
         profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
