@@ -93,6 +93,19 @@ def test_bf16_autocast_step_runs_on_cpu(tiny_config):
     assert loop.make_grad_scaler("fp16", "cpu") is not None
 
 
+def test_fp16_step_goes_through_the_grad_scaler(tiny_config):
+    model = RobertaForMaskedLM(tiny_config)
+    before = _params(model)
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.01)
+    scaler = loop.make_grad_scaler("fp16", "cpu")
+    result = train_step(
+        model, [_batch(tiny_config, 2, 8, 6, 2)], optimizer=opt, scaler=scaler, precision="fp16"
+    )
+    assert result.finite and not result.overflow and 0 < result.loss < 20
+    assert scaler.get_scale() == 2.0**16  # no overflow: the scale is kept
+    assert any(not torch.equal(p, before[n]) for n, p in _params(model).items())
+
+
 def test_evaluate_weights_batches_by_target_count(tiny_config):
     model = RobertaForMaskedLM(tiny_config)
     a = _batch(tiny_config, 3, 16, seed=1, mask_every=3)
