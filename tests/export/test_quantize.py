@@ -100,11 +100,15 @@ def test_int8_accuracy_delta_on_sst2_dev(sst2_classifier_dir, tmp_path):
     texts, labels = read_sst2("dev")
     tok = Tokenizer.from_pretrained(tmp_path)
     session = ort.InferenceSession(str(tmp_path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
-    correct = 0
-    for i in range(0, len(texts), 64):
-        enc = tok(texts[i : i + 64], max_length=128)
+    # Dynamic int8 scales activations per batch, so score in the batches validation used (in order, padded per
+    # batch, truncated to the manifest's length).
+    from rtoolkit.export.validate import BATCH_SIZE
+
+    correct, n = 0, BATCH_SIZE
+    for i in range(0, len(texts), n):
+        enc = tok(texts[i : i + n], max_length=manifest.max_seq_len)
         feeds = {k: v.numpy() for k, v in enc.items()}
-        correct += int((session.run(None, feeds)[0].argmax(-1) == np.array(labels[i : i + 64])).sum())
+        correct += int((session.run(None, feeds)[0].argmax(-1) == np.array(labels[i : i + n])).sum())
     assert abs(100.0 * correct / len(texts) - int8["score"]) < 1e-6
 
 
