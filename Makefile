@@ -19,9 +19,13 @@ install: $(PY)
 	$(PIP) install --quiet "$(TORCH_SPEC)"
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 
+QUICKSTART := runs/quickstart
+
+# A second `make quickstart` reuses the finished model (or resumes an interrupted run); rm -rf runs/quickstart retrains.
 quickstart: install
-	$(VENV)/bin/rtoolkit pretrain --out runs/quickstart
-	$(VENV)/bin/rtoolkit predict fill-mask --model runs/quickstart/final "The old man looked at the <mask> and smiled."
+	test -d $(QUICKSTART)/final || $(VENV)/bin/rtoolkit pretrain --out $(QUICKSTART) \
+		$(if $(wildcard $(QUICKSTART)/checkpoints),--resume,)
+	$(VENV)/bin/rtoolkit predict fill-mask --model $(QUICKSTART)/final "The old man looked at the <mask> and smiled."
 
 lint: install
 	$(VENV)/bin/ruff check .
