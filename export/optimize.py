@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtoolkit.export.onnx import publish, require_onnx, save_onnx, staging_dir
-from rtoolkit.export.spec import ONNX_FP32, ONNX_OPTIMIZED, Artifact, ExportError, Manifest
+from rtoolkit.export.spec import ONNX_FP32, ONNX_OPTIMIZED, Artifact, ExportError, Manifest, graph_path
 
 from rtoolkit.config import RobertaConfig
 
@@ -83,9 +83,7 @@ def optimize_onnx(
 
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
-    source = folder / ONNX_FP32
-    if not source.is_file():
-        raise ExportError(f"{source}: file not found; export the model first")
+    source = graph_path(folder, ONNX_FP32)
     config = RobertaConfig.from_pretrained(folder)
     options = FusionOptions("bert")
     options.enable_gelu_approximation = gelu_approximation

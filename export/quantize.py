@@ -29,6 +29,7 @@ from rtoolkit.export.spec import (
     Artifact,
     ExportError,
     Manifest,
+    graph_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,9 +100,7 @@ def quantize_int8(
     manifest = Manifest.load(folder)
     if source is None:
         source = ONNX_OPTIMIZED if (folder / ONNX_OPTIMIZED).is_file() else ONNX_FP32
-    src = folder / source
-    if not src.is_file():
-        raise ExportError(f"{src}: file not found; export the model first")
+    src = graph_path(folder, source)
     graph = onnx.load(str(src), load_external_data=False)
     excluded = nodes_in_groups(graph, exclude)
     if exclude and not excluded:
@@ -171,9 +170,7 @@ def convert_fp16(
 
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
-    src = folder / ONNX_FP32
-    if not src.is_file():
-        raise ExportError(f"{src}: file not found; export the model first")
+    src = graph_path(folder, ONNX_FP32)
     model = onnx.load(str(src))
     half = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)

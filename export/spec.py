@@ -62,6 +62,14 @@ class ValidationError(ExportError):
         self.record = record or {}
 
 
+def graph_path(folder: Path, name: str) -> Path:
+    """`folder / name`, or ExportError when that graph has not been exported yet."""
+    path = folder / name
+    if not path.is_file():
+        raise ExportError(f"{path}: file not found; export the model first")
+    return path
+
+
 def output_name(task: str) -> str:
     """`logits` for fill-mask (B, T, V) and classification (B, num_labels); `last_hidden_state` (B, T, H)."""
     return "last_hidden_state" if task == "embedding" else "logits"
