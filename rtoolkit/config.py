@@ -27,8 +27,6 @@ _IGNORED_HF_KEYS = {
     "dtype",
     "use_cache",
     "position_embedding_type",
-    "classifier_dropout",
-    "architectures",
     "_name_or_path",
     "return_dict",
     "output_hidden_states",
