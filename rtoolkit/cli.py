@@ -243,9 +243,15 @@ def preprocess_cmd(
 @click.option("--adam-eps", default=1e-6, show_default=True)
 @click.option("--clip-norm", default=0.0, show_default=True, help="Gradient clipping max norm (0 = off).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option(
+    "--compile", "compile_", is_flag=True, help="torch.compile the encoder layers (before DDP/FSDP wrapping)."
+)
 @click.option("--fsdp", is_flag=True, help="Shard the model with FSDP (under torchrun).")
-@click.option("--device", default=None, help="cpu | cuda | cuda:N [default: cuda when available].")
+@click.option(
+    "--device",
+    default=None,
+    help="cpu | cuda | cuda:N [default: cuda when available]; under torchrun 'cuda' is cuda:LOCAL_RANK.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--num-workers",
@@ -257,13 +263,20 @@ def preprocess_cmd(
     "--eval-every",
     type=int,
     default=None,
-    help="Steps between evaluations [default: 1000; 100 on the sample].",
+    help="Steps between evaluations; 0: only at the start and the end [default: 1000; 100 on the sample].",
+)
+@click.option(
+    "--eval-max-blocks",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Blocks of each held-out set evaluated (evenly spread, fixed masks); 0: no held-out evaluation.",
 )
 @click.option(
     "--save-every",
     type=int,
     default=None,
-    help="Steps between checkpoints [default: 1000; 200 on the sample].",
+    help="Steps between checkpoints; 0: only at the end [default: 1000; 200 on the sample].",
 )
 @click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept.")
 @click.option("--log-every", default=10, show_default=True, help="Steps per metrics.jsonl record.")
@@ -403,7 +416,11 @@ def _custom_data_options(command):
 @click.option(
     "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
 )
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda when available].")
+@click.option(
+    "--device",
+    default=None,
+    help="cpu, cuda, cuda:N [default: cuda when available]; under torchrun 'cuda' is cuda:LOCAL_RANK.",
+)
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N rows only.")
 @click.option("--max-eval-samples", type=int, default=None, help="Evaluate on the first N rows only.")
 @click.option("--main-metric", default=None, help="Metric that picks best/ [default: the task's].")

@@ -16,7 +16,8 @@ memory. Re-running with the same inputs and tokenizer is a no-op; different inpu
 
 Packing (`BlockDataset`, the paper's §4.2 formats, no next-sentence prediction):
     full-sentences  blocks of exactly `seq_len` tokens (`<s>` + seq_len - 2 tokens of contiguous text + `</s>`);
-                    text runs across document boundaries, which are marked by an extra `</s>`.
+                    text runs across document boundaries, which are marked by an extra `</s>`. Only the stream's
+                    last block is shorter; training batches leave it out, so they hold no padding at all.
     doc-sentences   the same, but a block never crosses a document: a document's tail makes a shorter block, and
                     `epoch_batches` then packs more sequences into a batch to keep tokens per batch about constant.
 """
@@ -442,7 +443,7 @@ def epoch_batches(
 ) -> list[list[Item]]:
     """The global batches of one epoch, deterministic in (seed, epoch).
 
-    full-sentences: `batch_size` blocks per batch. doc-sentences: blocks of similar length are grouped and a batch
+    full-sentences: `batch_size` full-length blocks per batch (the short tail block is left out). doc-sentences: blocks of similar length are grouped and a batch
     takes as many as fit in batch_size * seq_len padded tokens (never fewer than batch_size). An incomplete last
     batch is dropped. Static masking duplicates the data `static_copies` times, the copy number keying the mask;
     dynamic masking keys the mask on the epoch.
@@ -459,6 +460,9 @@ def epoch_batches(
         return Item(block=block, mask_key=int(j // n_blocks) if masking == "static" else epoch)
 
     if format == "full-sentences":
+        # The stream's short tail block is left out: every batch is then padding-free (no attention mask, so
+        # SDPA may take the flash kernel) and has one static shape (torch.compile never recompiles).
+        order = order[lengths[order % n_blocks] == seq_len]
         usable = len(order) // batch_size * batch_size
         return [[item(j) for j in order[s : s + batch_size]] for s in range(0, usable, batch_size)]
     budget = batch_size * seq_len

@@ -140,7 +140,10 @@ def collate_masked(
 ) -> dict[str, torch.Tensor]:
     """Mask each 1-D sequence with its own seeded generator, then right-pad into a batch.
 
-    Returns {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B, T)} with T the longest sequence.
+    Returns {"input_ids": (B, T), "labels": (B, T)} with T the longest sequence, plus "attention_mask": (B, T)
+    when the sequences differ in length. A batch without padding carries no mask, so the model passes
+    `attn_mask=None` to scaled_dot_product_attention and CUDA may use the flash kernel (decided here, on the host,
+    with no device sync).
     """
     if len(sequences) != len(seeds):
         raise ValueError(f"got {len(sequences)} sequences but {len(seeds)} seeds")
@@ -164,6 +167,8 @@ def collate_masked(
         input_ids[row, : len(seq)] = masked
         labels[row, : len(seq)] = lab
         attention_mask[row, : len(seq)] = 1
+    if all(len(s) == width for s in sequences):
+        return {"input_ids": input_ids, "labels": labels}
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

@@ -5,6 +5,7 @@ Functions
     make_grad_scaler(precision, device)  a GradScaler for fp16, None otherwise
     to_device(batch, device)             move a dict of tensors
     batch_count(batch)                   what a batch's loss is averaged over (labels != -100)
+    batch_tokens(batch)                  real (non-padding) tokens in a batch
     train_step(model, micro_batches, ...)  one optimizer step: gradient accumulation over micro-batches (weighted
                                          by their label counts, exact under DDP), clipping (0 = off), NaN/inf
                                          detection, optimizer + scheduler step -> StepResult(loss, grad_norm, ...)
@@ -70,7 +71,15 @@ from rtoolkit.checkpoint import (
     save_train_state,
 )
 from rtoolkit.model import IGNORE_INDEX
-from rtoolkit.train.distributed import DistInfo, all_reduce_sum, barrier, is_fsdp, unwrap_model
+from rtoolkit.train.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_sum,
+    barrier,
+    ddp_module,
+    is_fsdp,
+    unwrap_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +141,23 @@ class StepResult:
     lr: float = 0.0  # learning rate the update used
 
 
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens in a batch; a batch without `attention_mask` has no padding."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
 def _sync_context(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """Skip the gradient all-reduce on all but the last micro-batch (DDP no_sync / FSDP2 requires_gradient_sync)."""
-    if isinstance(model, nn.parallel.DistributedDataParallel) and not sync:
-        return model.no_sync()
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(sync)
+    """Skip the gradient all-reduce on all but the last micro-batch (DDP no_sync / FSDP2 requires_gradient_sync).
+
+    DDP is found under an outer torch.compile wrapper too, so accumulation never all-reduces per micro-batch.
+    """
+    ddp = ddp_module(model)
+    if ddp is not None:
+        return ddp.no_sync() if not sync else contextlib.nullcontext()
+    plain = unwrap_model(model)
+    if hasattr(plain, "set_requires_gradient_sync"):
+        plain.set_requires_gradient_sync(sync)
     return contextlib.nullcontext()
 
 
@@ -157,30 +177,41 @@ def train_step(
 
     Each micro-batch is a dict passed as `model(**batch)` whose output has a `.loss` that is a mean over
     `batch_count(batch)` targets. Micro-batch losses are weighted by their counts over the global count (summed over
-    ranks), so the gradient equals that of one big batch, on one process or many. `clip_norm` 0 disables clipping.
-    A NaN/inf loss or gradient leaves the weights untouched and returns `finite=False` (the caller decides to stop or
-    skip); an fp16 overflow is handled by the GradScaler (`overflow=True`). The scheduler is stepped whenever the
-    step counts (applied or overflowed), so the schedule follows the step number.
+    ranks), so the gradient equals that of one big batch, on one process or many. Ranks may hold different numbers
+    of micro-batches (doc-sentences, a batch that does not split evenly): they agree on the largest number, and a
+    rank with fewer runs its last micro-batch again with weight 0, so every rank makes the same forward/backward
+    passes (FSDP all-gathers in every one) and the padding passes add nothing to the gradient, loss or count.
+    `clip_norm` 0 disables clipping. A NaN/inf loss or gradient leaves the weights untouched and returns
+    `finite=False` (the caller decides to stop or skip); an fp16 overflow is handled by the GradScaler
+    (`overflow=True`). The scheduler is stepped whenever the step counts (applied or overflowed), so the schedule
+    follows the step number.
     """
     info = dist_info or DistInfo()
     device = torch.device(device) if device is not None else info.device
     if not micro_batches:
         raise ValueError("train_step needs at least one micro-batch")
     counts = [batch_count(b) for b in micro_batches]
-    total = all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=device), info)
-    global_count = float(total.item())
+    if info.distributed:
+        total = all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64, device=device), info)
+        global_count = float(total.item())
+    else:
+        global_count = float(sum(counts))  # host arithmetic: no device sync
+    passes = all_reduce_max(len(micro_batches), info)
     # DDP/FSDP average gradients over ranks; scaling by world_size turns that average back into a sum.
     denominator = max(global_count, 1.0) / info.world_size
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for i, (batch, count) in enumerate(zip(micro_batches, counts, strict=True)):
-        batch = to_device(batch, device)
-        with _sync_context(model, sync=i == len(micro_batches) - 1):
+    for i in range(passes):
+        real = i < len(micro_batches)
+        batch = to_device(micro_batches[i] if real else micro_batches[-1], device)
+        count = counts[i] if real else 0
+        with _sync_context(model, sync=i == passes - 1):
             with autocast(precision, device):
                 out = model(**batch)
             loss = out.loss.float() * (count / denominator)
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        loss_sum += out.loss.detach().double() * count
+        if real:
+            loss_sum += out.loss.detach().double() * count
     loss_sum = all_reduce_sum(loss_sum, info)
     mean_loss = float(loss_sum.item()) / max(global_count, 1.0)
     lr = optimizer.param_groups[0]["lr"]
@@ -250,6 +281,15 @@ def evaluate(
     """
     info = dist_info or DistInfo()
     device = torch.device(device) if device is not None else info.device
+    passes: int | None = None
+    if info.distributed:  # every rank must run as many forward passes (FSDP all-gathers in each)
+        batches = list(batches)
+        passes = all_reduce_max(len(batches), info)
+        if passes and not batches:
+            raise ValueError(
+                f"rank {info.rank} has no evaluation batch while another rank has {passes}; give every rank at "
+                f"least one"
+            )
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -266,6 +306,10 @@ def evaluate(
             all_logits.append(out.logits.float().cpu())
             labels = batch["labels"]
             all_labels.append((labels[labels.ne(IGNORE_INDEX)] if labels.dim() > 1 else labels).cpu())
+    if passes is not None:
+        for _ in range(passes - len(batches)):  # padding passes: outputs discarded
+            with autocast(precision, device):
+                model(**to_device(batches[-1], device))
     all_reduce_sum(loss_sum, info)
     all_reduce_sum(count, info)
     if was_training:
@@ -535,6 +579,7 @@ __all__ = [
     "TrainingDiverged",
     "autocast",
     "batch_count",
+    "batch_tokens",
     "evaluate",
     "latest_checkpoint",
     "list_checkpoints",

@@ -49,6 +49,7 @@ from rtoolkit.train.loop import (
     RUN_CONFIG_NAME,
     MetricsWriter,
     TrainingDiverged,
+    batch_tokens,
     evaluate,
     latest_checkpoint,
     make_grad_scaler,
@@ -68,6 +69,11 @@ logger = logging.getLogger(__name__)
 
 EVAL_EPOCH = -1  # mask key of the fixed evaluation masks
 # Settings that must not change when a run is resumed (the data position would no longer mean anything).
+_ZERO_MEANS = {
+    "eval_every": "only at the start and the end",
+    "save_every": "only at the end",
+    "eval_max_blocks": "no held-out evaluation",
+}
 _RESUME_INVARIANTS = ("data", "seq_len", "batch_size", "format", "masking", "static_copies", "seed")
 
 
@@ -114,7 +120,7 @@ class PretrainConfig:
     seed: int = 0  # model init, data order and masks
     eval_every: int | None = None  # steps between evaluations (0: only at the start and the end)
     eval_max_blocks: int = 512  # blocks of each held-out set evaluated (evenly spread, fixed masks)
-    save_every: int | None = None  # steps between checkpoints (the end is always saved)
+    save_every: int | None = None  # steps between checkpoints (0: only at the end, which is always saved)
     keep_last: int = 3  # checkpoints kept
     log_every: int = 10  # steps per metrics.jsonl training record
     resume: bool = False  # continue from the latest checkpoint in OUT
@@ -180,6 +186,14 @@ class PretrainConfig:
             and self.warmup_steps > self.max_steps
         ):
             raise ConfigError(f"--warmup-steps ({self.warmup_steps}) exceeds --max-steps ({self.max_steps})")
+        for name in ("eval_every", "save_every", "eval_max_blocks"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 0 (0: {_ZERO_MEANS[name]}), got {value}"
+                )
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.clip_norm < 0:
             raise ConfigError(f"--clip-norm must be >= 0 (0 = off), got {self.clip_norm}")
         self.masking_config()  # validates the probabilities
@@ -418,13 +432,15 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
             continue
         blocks = BlockDataset(TokenSplit.open(folder, "valid"), seq_len=cfg.seq_len, format=cfg.format)
         eval_collate = Collator(blocks, tokenizer, seed=cfg.seed, masking=masking)
-        eval_sets[name] = eval_batches(
+        batches = eval_batches(
             blocks,
             eval_collate,
             max_blocks=cfg.eval_max_blocks,
             micro_batch_size=cfg.micro_batch_size,
             info=info,
         )
+        if batches:  # none with --eval-max-blocks 0, or fewer blocks than processes: nothing to report
+            eval_sets[name] = batches
 
     # ---- model, optimizer, schedule
     torch.manual_seed(cfg.seed)
@@ -433,9 +449,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
     else:
         model = RobertaForMaskedLM(model_config)
     model.to(device).train()
-    model = dist_utils.wrap_model(model, info, fsdp=cfg.fsdp)
-    if cfg.compile:
-        model = torch.compile(model)
+    model = dist_utils.wrap_model(model, info, fsdp=cfg.fsdp, compile=cfg.compile)
     optimizer = build_optimizer(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
     )
@@ -547,7 +561,13 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 seq_len=cfg.seq_len,
             )
             loader = (
-                torch.utils.data.DataLoader(plan, batch_size=None, num_workers=num_workers, prefetch_factor=4)
+                torch.utils.data.DataLoader(
+                    plan,
+                    batch_size=None,
+                    num_workers=num_workers,
+                    prefetch_factor=4,
+                    pin_memory=device.type == "cuda",
+                )
                 if num_workers
                 else plan
             )
@@ -587,9 +607,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 scheduler.step()
                 logger.warning("step %d: non-finite loss, update skipped (%d so far)", step + 1, skipped)
             step += 1
-            tokens = dist_utils.all_reduce_sum(
-                torch.tensor(sum(int(b["attention_mask"].sum()) for b in micro), device=device), info
-            ).item()
+            tokens = sum(batch_tokens(b) for b in micro)  # this rank's, counted on the host
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
@@ -601,6 +619,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
             window_time += seconds
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
+                window_tokens = int(
+                    dist_utils.all_reduce_sum(torch.tensor(window_tokens, device=device), info).item()
+                )
                 record = {
                     "step": step,
                     "epoch": epoch,
@@ -617,7 +638,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
             if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
                 run_eval()
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
                 save()
             t0 = time.perf_counter()
         run_eval()

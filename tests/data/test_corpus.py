@@ -134,6 +134,17 @@ def test_epoch_batches_are_deterministic_and_reshuffled():
     assert {it.mask_key for x in c for it in x} == {1}  # dynamic: masks keyed on the epoch
 
 
+def test_full_sentences_batches_leave_the_short_tail_block_out():
+    lengths = np.full(97, 32)
+    lengths[-1] = 9  # the stream's last block
+    for epoch in range(5):
+        batches = epoch_batches(
+            lengths, epoch=epoch, seed=0, batch_size=8, seq_len=32, format="full-sentences"
+        )
+        used = [it.block for b in batches for it in b]
+        assert len(batches) == 12 and 96 not in used and all(lengths[used] == 32)
+
+
 def test_doc_sentences_batches_keep_tokens_per_batch_about_constant():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 65, size=2000)

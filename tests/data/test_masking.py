@@ -98,6 +98,8 @@ def test_collate_pads_and_masks_each_sequence_independently():
     assert batch["labels"][1, 4:].tolist() == [-100, -100]
     alone = collate_masked([seqs[1]], [12], **kwargs)
     assert torch.equal(alone["labels"][0], batch["labels"][1, :4])  # independent of its batch-mates
+    assert "attention_mask" not in alone  # no padding: no mask, so attention may use the flash kernel
+    assert set(collate_masked([seqs[0], seqs[0]], [1, 2], **kwargs)) == {"input_ids", "labels"}
 
 
 def test_whole_word_masking_takes_every_piece_of_a_word(tokenizer):

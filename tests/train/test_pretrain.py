@@ -90,6 +90,60 @@ def test_nonfinite_loss_stops_with_a_checkpoint_or_is_skipped(tmp_path, pretrain
     assert last["skipped"] > 0
 
 
+def test_full_sentences_steps_reach_attention_without_a_mask(tmp_path, pretrain_data, monkeypatch):
+    """No padding in full-sentences batches, so every training call of scaled_dot_product_attention gets
+    attn_mask=None (what CUDA's flash kernel needs); doc-sentences batches, which are padded, still pass a mask."""
+    calls: list = []
+    recording = [False]
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        if recording[0]:
+            calls.append(attn_mask)
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    real_step = pretrain_module.train_step
+
+    def recorded_step(*args, **kwargs):
+        recording[0] = True
+        try:
+            return real_step(*args, **kwargs)
+        finally:
+            recording[0] = False
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(pretrain_module, "train_step", recorded_step)
+    pretrain(_config(tmp_path / "full", pretrain_data, max_steps=6, eval_every=0, save_every=0))
+    layers, micro_batches = 2, 2  # tiny preset; batch 8 in micro-batches of 4
+    assert len(calls) == 6 * micro_batches * layers and all(mask is None for mask in calls)
+    calls.clear()
+    pretrain(
+        _config(
+            tmp_path / "doc", pretrain_data, max_steps=6, eval_every=0, save_every=0, format="doc-sentences"
+        )
+    )
+    assert any(mask is not None for mask in calls)
+
+
+def test_save_every_zero_saves_only_the_end_and_bad_cadences_are_one_line_errors(tmp_path, pretrain_data):
+    pretrain(_config(tmp_path / "end", pretrain_data, max_steps=4, save_every=0, eval_every=0))
+    assert [p.name for p in (tmp_path / "end" / "checkpoints").iterdir()] == ["step-000004"]
+    assert [r["step"] for r in read_metrics(tmp_path / "end" / "metrics.jsonl") if "eval" in r] == [0, 4]
+    pretrain(_config(tmp_path / "no-eval", pretrain_data, max_steps=2, eval_max_blocks=0))
+    assert not [r for r in read_metrics(tmp_path / "no-eval" / "metrics.jsonl") if "eval" in r]
+    runner = CliRunner()
+    for flag, value in [("--save-every", "-1"), ("--eval-every", "-2"), ("--log-every", "0")]:
+        result = runner.invoke(
+            main, ["pretrain", "--data", str(pretrain_data), "--out", str(tmp_path / flag), flag, value]
+        )
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert (
+            result.output.startswith("error: ")
+            and flag in result.output
+            and len(result.output.splitlines()) == 1
+        )
+
+
 def test_cli_preprocess_pretrain_plot_end_to_end(tmp_path, tokenizer_dir, no_dropout_config):
     books = tmp_path / "books"
     books.mkdir()
