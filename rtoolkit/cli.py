@@ -403,6 +403,12 @@ def _custom_data_options(command):
     default=None,
     help="Sentences per forward/backward; accumulation is derived.",
 )
+@click.option(
+    "--group-by-length/--no-group-by-length",
+    default=True,
+    show_default=True,
+    help="Batch sentences of similar length together (little or no padding; fairseq's order).",
+)
 @click.option("--eval-batch-size", type=int, default=64, show_default=True)
 @click.option(
     "--eval-every", type=int, default=0, show_default=True, help="Also evaluate every N steps (0: per epoch)."

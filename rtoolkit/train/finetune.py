@@ -34,6 +34,7 @@ from rtoolkit.checkpoint import (
     save_model,
 )
 from rtoolkit.config import RobertaConfig
+from rtoolkit.data.batching import drop_unneeded_mask, length_grouped_batches, random_batches
 from rtoolkit.data.glue import (
     DataError,
     GlueTask,
@@ -138,6 +139,9 @@ class FinetuneConfig:
     """Longest input in tokens, <s> and </s> included (also capped by the model's position table)."""
     micro_batch_size: int | None = None
     """Sentences per forward/backward on each process; gradients accumulate to batch_size (None: no split)."""
+    group_by_length: bool = True
+    """Batch rows of similar length together (fairseq's order: little or no padding, several times fewer tokens
+    per step on short sentences); False: random batches, each padded to its longest row."""
     eval_batch_size: int = 64
     """Sentences per evaluation batch."""
     eval_every: int = 0
@@ -312,8 +316,9 @@ def encode(tokenizer: Tokenizer, data: TextDataset, max_length: int) -> list[lis
 def collate(
     tokenizer: Tokenizer, ids: Sequence[Sequence[int]], labels: Sequence[float] | Sequence[int] | None
 ) -> dict[str, torch.Tensor]:
-    """Pad to the longest row: {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B,) long or float}."""
-    batch = tokenizer.pad(ids)
+    """Pad to the longest row: {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B,) long or float};
+    a batch whose rows have one length carries no attention_mask (no padding: flash-eligible attention)."""
+    batch = drop_unneeded_mask(tokenizer.pad(ids))
     if labels is not None:
         dtype = torch.float32 if labels and isinstance(labels[0], float) else torch.long
         batch["labels"] = torch.tensor(list(labels), dtype=dtype)
@@ -439,9 +444,21 @@ def load_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLik
 
 
 # --------------------------------------------------------------------------------------------------- loop
-def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled row order of one epoch, a pure function of (seed, epoch) so resume is exact."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def epoch_plan(
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    min_rows: int = 1,
+) -> list[list[int]]:
+    """The training batches (row indices) of one epoch, a pure function of its arguments so resume is exact."""
+    if group_by_length:
+        return length_grouped_batches(
+            lengths, batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows
+        )
+    return random_batches(len(lengths), batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows)
 
 
 def _check_out_dir(out: Path, resume_run: bool) -> Path | None:
@@ -489,9 +506,21 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
 
     batch_size = cfg.batch_size
     n = len(train_ids)
+    lengths = [len(ids) for ids in train_ids]
     steps_per_epoch = math.ceil(n / batch_size)
     if info.distributed and n % batch_size and n % batch_size < info.world_size:
         steps_per_epoch -= 1  # a last batch too small to split over the processes is dropped
+    plans: dict[int, list[list[int]]] = {}  # epoch -> its batches, made once
+
+    def batch_rows(epoch: int, index: int) -> list[int]:
+        if epoch not in plans:
+            plans.clear()
+            plans[epoch] = epoch_plan(
+                lengths, batch_size=batch_size, seed=cfg.seed, epoch=epoch,
+                group_by_length=cfg.group_by_length, min_rows=info.world_size,
+            )  # fmt: skip
+        return plans[epoch][index]
+
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = warmup_from_ratio(total_steps, cfg.warmup_ratio)
 
@@ -546,8 +575,7 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
-            rows = _epoch_order(n, cfg.seed, epoch)[index * batch_size : (index + 1) * batch_size].tolist()
-            rows = list(shard(rows, info))
+            rows = list(shard(batch_rows(epoch, index), info))
             size = cfg.micro_batch_size or len(rows)
             micro = [rows[i : i + size] for i in range(0, len(rows), size)]
             batches = [
