@@ -643,9 +643,9 @@ def _predictor_options(command):
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "fp16", "int8"]),
+            type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
             default=None,
-            help="Pick this export (default: fp32, fp16 for CUDA exports).",
+            help="Pick this export (default: fp32, fp16 for CUDA exports); the torch backend runs fp16/bf16 on CUDA.",
         ),
         click.option(
             "--input",

@@ -36,7 +36,7 @@ from rtoolkit.tokenizer import MASK, Tokenizer
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
-PRECISIONS = (None, "fp32", "fp16", "int8")
+PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
 POOLINGS = ("mean", "cls")
 MANIFEST_NAME = "export_manifest.json"
 DEFAULT_BATCH_SIZE = 32
@@ -58,65 +58,107 @@ class PredictorError(ValueError):
 
 # ------------------------------------------------------------------------------------------------ backends
 class _TorchBackend:
-    """A model folder run by PyTorch. The LM head runs only on the masked positions."""
+    """A model folder run by PyTorch. The LM head runs only on the masked positions.
+
+    fp16/bf16 cast the weights (CUDA only). `compile=True` compiles the encoder with torch.compile, on CUDA with
+    CUDA graphs (mode "reduce-overhead": one graph replay per call instead of hundreds of kernel launches); texts are
+    then padded to a power-of-two length (16, 32, ..., max) so a few graphs serve every call. A batch without
+    padding runs attention with no mask (flash-eligible on CUDA), decided on the host.
+    """
 
     name = "torch"
     max_batch: int | None = None
     max_length: int | None = None
 
-    def __init__(self, folder: Path, config: RobertaConfig, *, device: str, precision: str | None):
+    def __init__(
+        self,
+        folder: Path,
+        config: RobertaConfig,
+        *,
+        device: str,
+        precision: str | None,
+        compile: bool = False,
+    ):
         from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
 
-        if precision not in (None, "fp32", "fp16"):
+        if precision not in (None, "fp32", "fp16", "bf16"):
             raise PredictorError(
-                f"precision {precision!r} is not available on the torch backend (fp32, or fp16 on CUDA); "
+                f"precision {precision!r} is not available on the torch backend (fp32, or fp16/bf16 on CUDA); "
                 f"int8 needs an export folder made with `rtoolkit export --quantize int8`"
             )
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise PredictorError("precision 'fp16' on the torch backend needs device='cuda'")
+        if precision in ("fp16", "bf16") and not device.startswith("cuda"):
+            raise PredictorError(f"precision {precision!r} on the torch backend needs device='cuda'")
         self.head = _folder_head(folder, config)
         cls = {"mlm": RobertaForMaskedLM, "classifier": RobertaForSequenceClassification}.get(
             self.head, RobertaModel
         )
         model = cls.from_pretrained(folder)
-        if precision == "fp16":
-            model = model.half()
+        if precision in ("fp16", "bf16"):
+            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.tasks = _HEAD_TASKS[self.head]
         self.artifact = folder
         self.precision = precision or "fp32"
+        self.compiled = compile
+        self._lock = threading.Lock()  # CUDA graph replays share their output buffers: one call at a time
+        if compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._encoder().compile(mode=mode, dynamic=False)
 
-    def _inputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids = torch.from_numpy(input_ids).to(self.device)
-        mask = torch.from_numpy(attention_mask).to(self.device)
-        return ids, mask
+        if attention_mask.all():  # no padding: attention without a mask (host check, no device sync)
+            return ids, None
+        return ids, torch.from_numpy(attention_mask).to(self.device)
 
     def _encoder(self):
         return self.model if self.head == "encoder" else self.model.roberta
+
+    def _run(self, forward: Callable[[], torch.Tensor]) -> np.ndarray:
+        """Run `forward` (which ends in a float32 tensor) and bring its result to the host."""
+        if not self.compiled:
+            return forward().cpu().numpy()
+        with self._lock:
+            if self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            return forward().cpu().numpy()
+
+    def pad_width(self, width: int, limit: int) -> int:
+        """The padded length of a batch whose longest text is `width` tokens: itself, or when compiled the next power
+        of two from 16 (at most `limit`), so that a few compiled graphs serve all lengths."""
+        if not self.compiled:
+            return width
+        return min(max(16, 1 << (width - 1).bit_length()), max(limit, width))
 
     @torch.inference_mode()
     def mask_logits(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, rows: np.ndarray, cols: np.ndarray
     ) -> np.ndarray:
         """(B, T) ids and mask, N (row, column) positions -> (N, V) float32 logits."""
-        ids, mask = self._inputs(input_ids, attention_mask)
-        hidden = self._encoder()(ids, mask).last_hidden_state  # (B, T, H)
-        picked = hidden[
-            torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)
-        ]  # (N, H)
-        return self.model.lm_head(picked).float().cpu().numpy()  # (N, V)
+
+        def forward() -> torch.Tensor:
+            hidden = self._encoder()(*self._inputs(input_ids, attention_mask)).last_hidden_state  # (B, T, H)
+            picked = hidden[
+                torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)
+            ]  # (N, H)
+            return self.model.lm_head(picked).float()  # (N, V)
+
+        return self._run(forward)
 
     @torch.inference_mode()
     def class_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """(B, T) -> (B, C) float32."""
-        return self.model(*self._inputs(input_ids, attention_mask)).logits.float().cpu().numpy()
+        return self._run(lambda: self.model(*self._inputs(input_ids, attention_mask)).logits.float())
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """(B, T) -> (B, T, H) float32."""
-        hidden = self._encoder()(*self._inputs(input_ids, attention_mask)).last_hidden_state
-        return hidden.float().cpu().numpy()
+        return self._run(
+            lambda: self._encoder()(*self._inputs(input_ids, attention_mask)).last_hidden_state.float()
+        )
 
 
 class _GraphBackend:
@@ -146,6 +188,9 @@ class _GraphBackend:
         self.precision = precision
         self.max_batch = max_batch
         self.max_length = max_length
+
+    def pad_width(self, width: int, limit: int) -> int:
+        return width
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         outputs = self._run({"input_ids": input_ids, "attention_mask": attention_mask})
@@ -422,6 +467,7 @@ def _load_backend(
     device: str,
     precision: str | None,
     num_threads: int | None,
+    compile: bool = False,
 ):
     manifest = _read_manifest(folder)
     artifacts = _artifacts(folder, manifest)
@@ -451,7 +497,7 @@ def _load_backend(
                 f"{folder} holds no PyTorch weights (model.safetensors); it looks like an export folder: "
                 f"use backend='onnx' or 'tensorrt', or pass the model folder it was exported from"
             )
-        return _TorchBackend(folder, config, device=device, precision=precision)
+        return _TorchBackend(folder, config, device=device, precision=precision, compile=compile)
     if backend == "onnx":
         if not any(a.format == "onnx" for a in artifacts):
             raise PredictorError(
@@ -551,19 +597,25 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         num_threads: int | None = None,
+        compile: bool = False,
     ) -> Predictor:
         """Load a model folder or an export folder.
 
         backend: "auto" (fastest available), "torch", "onnx" or "tensorrt".
         device: "cpu", "cuda" or "cuda:N".
-        precision: None (fp32; fp16 when exported for CUDA), or "fp32" / "fp16" / "int8" to pick that export.
+        precision: None (fp32; fp16 when exported for CUDA), or "fp32" / "fp16" / "int8" to pick that export;
+        the torch backend on CUDA also runs "fp16" and "bf16".
         batch_size: texts per forward pass. max_length: token limit, `<s>` and `</s>` included (default: the
         model's, 512 for roberta-base). num_threads: ONNX Runtime intra-op threads (default: all cores).
+        compile: torch backend only: torch.compile the encoder, with CUDA graphs on CUDA (the first call of each
+        padded shape compiles; later calls replay).
         """
         if backend not in BACKENDS:
             raise PredictorError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in PRECISIONS:
-            raise PredictorError(f"precision must be one of fp32, fp16, int8 (or None), got {precision!r}")
+            raise PredictorError(
+                f"precision must be one of fp32, fp16, bf16, int8 (or None), got {precision!r}"
+            )
         device = _check_device(device)
         from rtoolkit.checkpoint import resolve_model_dir
 
@@ -581,8 +633,11 @@ class Predictor:
                 f"{config.vocab_size} embedding rows; they do not belong together"
             )
         impl = _load_backend(
-            folder, config, backend=backend, device=device, precision=precision, num_threads=num_threads
-        )
+            folder, config, backend=backend, device=device, precision=precision, num_threads=num_threads,
+            compile=compile,
+        )  # fmt: skip
+        if compile and impl.name != "torch":
+            raise PredictorError(f"compile=True needs the torch backend; {folder} is served by {impl.name}")
         logger.info("%s: serving %s with %s (%s)", folder, sorted(impl.tasks), impl.name, impl.artifact)
         return cls(impl, tokenizer, config, batch_size=batch_size, max_length=max_length, source=folder)
 
@@ -815,7 +870,7 @@ class Predictor:
 
     def _pad(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad to the longest in the batch: (B, T) int64 input_ids and attention_mask."""
-        width = max(len(s) for s in sequences)
+        width = self._backend.pad_width(max(len(s) for s in sequences), self.max_length)
         input_ids = np.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
         for row, seq in enumerate(sequences):

@@ -195,6 +195,34 @@ def test_buckets_keep_input_order_and_match_one_by_one(trained_mlm_dir, classifi
     )
 
 
+def test_unpadded_batches_run_attention_without_a_mask(trained_mlm_dir, monkeypatch):
+    """One text (or texts of one length) has no padding: attention gets attn_mask=None (flash-eligible on CUDA)."""
+    seen = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append(attn_mask is None)
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    predictor = Predictor.from_pretrained(trained_mlm_dir)
+    predictor.embed("A fine film.")
+    assert seen and all(seen)
+    seen.clear()
+    predictor.embed(["A fine film.", "A much longer and rather less fine film than that one."])
+    assert seen and not any(seen)
+
+
+def test_compiled_torch_backend_pads_to_a_few_shapes_and_agrees(trained_mlm_dir, mlm):
+    compiled = Predictor.from_pretrained(trained_mlm_dir, compile=True, batch_size=4)
+    assert [compiled._backend.pad_width(w, 128) for w in (3, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
+    assert mlm._backend.pad_width(17, 128) == 17
+    texts = sst2_dev(4)
+    np.testing.assert_allclose(compiled.embed(texts), mlm.embed(texts), atol=1e-5)
+    with pytest.raises(ValueError, match="precision 'bf16' on the torch backend needs device='cuda'"):
+        Predictor.from_pretrained(trained_mlm_dir, precision="bf16")
+
+
 def test_concurrent_calls_from_threads_give_the_serial_answers(mlm):
     texts = sst2_dev(24)
     masked = [t + " <mask>" for t in texts]
@@ -373,6 +401,24 @@ def test_artifact_that_failed_validation_is_skipped_with_a_warning(tmp_path, mlm
     (folder / "export_manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"export_manifest.json: invalid JSON at line 1"):
         Predictor.from_pretrained(folder)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_torch_backend_in_every_precision_and_compiled_agrees_with_cpu(trained_mlm_dir, mlm):
+    masked = MASKED + [t + " <mask>" for t in sst2_dev(20)]
+    expected = mlm.fill_mask(masked)
+    for precision, compile_, atol in [("fp32", False, 1e-4), ("bf16", False, 3e-2), ("fp16", False, 1e-2),
+                                      ("fp16", True, 1e-2)]:  # fmt: skip
+        gpu = Predictor.from_pretrained(
+            trained_mlm_dir, backend="torch", device="cuda", precision=precision, compile=compile_
+        )
+        for _ in range(2):  # compiled: the second call replays the CUDA graphs
+            got = gpu.fill_mask(masked)
+        agree = np.mean([a[0]["token"] == b[0]["token"] for a, b in zip(expected, got, strict=True)])
+        assert agree >= (1.0 if precision == "fp32" else 0.9), (precision, compile_, agree)
+        diffs = [abs(a[0]["score"] - b[0]["score"]) for a, b in zip(expected, got, strict=True)]
+        assert np.median(diffs) <= atol, (precision, compile_, np.median(diffs))
 
 
 @pytest.mark.gpu
