@@ -237,6 +237,25 @@ class RobertaModel(PreTrainedMixin, nn.Module):
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
 
 
+VOCAB_MULTIPLE = (
+    64  # GPU matmuls want output widths that are multiples of 8 (16-byte rows); 64 suits every tile
+)
+
+
+def padded_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, multiple: int
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` computed with the output width rounded up to `multiple` and cut back:
+    the same numbers, but an aligned matmul (on GPUs an odd width such as 50,265 picks an unaligned kernel).
+    (..., H) x (V, H) -> (..., V)."""
+    V = weight.shape[0]
+    pad = -V % multiple
+    if not pad:
+        return F.linear(x, weight, bias)
+    logits = F.linear(x, F.pad(weight, (0, 0, 0, pad)), F.pad(bias, (0, pad)))  # (..., V + pad)
+    return logits[..., :V]
+
+
 class RobertaLMHead(nn.Module):
     """dense -> gelu -> LayerNorm -> decoder (tied to the word embeddings) + bias."""
 
@@ -250,6 +269,10 @@ class RobertaLMHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.layer_norm(F.gelu(self.dense(features)))  # (..., H)
+        if (
+            x.is_cuda
+        ):  # 50,265 output rows leave the matmul unaligned (a slow kernel): pad the matmul, not the weights
+            return padded_linear(x, self.decoder.weight, self.bias, multiple=VOCAB_MULTIPLE)  # (..., V)
         return self.decoder(x)  # (..., V)
 
 
@@ -339,11 +362,14 @@ class RobertaForSequenceClassification(PreTrainedMixin, nn.Module):
         return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
-def flops_per_token(config: RobertaConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6 * non-embedding params + 12 * L * H * T (attention), as in the MFU literature."""
+def flops_per_token(config: RobertaConfig, seq_len: int, *, masked_fraction: float = 0.0) -> float:
+    """Training FLOPs per token: 6 * non-embedding params + 12 * L * H * T (attention), as in the MFU literature,
+    plus the LM head on the masked rows only (dense H x H and decoder H x V, 6 FLOPs per weight per row) when
+    `masked_fraction` (e.g. 0.15) is given: the FLOPs masked-LM training actually needs."""
     H, L, FF = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     per_layer = 4 * H * H + 2 * H * FF  # q, k, v, o and the two FFN matrices
-    return 6.0 * L * per_layer + 12.0 * L * H * seq_len
+    head = masked_fraction * 6.0 * (H * H + H * config.vocab_size)
+    return 6.0 * L * per_layer + 12.0 * L * H * seq_len + head
 
 
 __all__ = [

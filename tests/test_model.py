@@ -154,3 +154,37 @@ def test_padding_does_not_change_real_token_outputs(tiny_config):
         alone = model(ids).last_hidden_state
         with_pad = model(padded, padded.ne(1).long()).last_hidden_state[:, :9]
     assert (alone - with_pad).abs().max().item() < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_unpadded_bf16_batch_runs_on_the_flash_kernel_alone():
+    """With no attention mask, training runs with SDPA restricted to FlashAttention; a mask rules flash out."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = RobertaForMaskedLM(
+        RobertaConfig(**{**SMALL, "hidden_size": 128, "intermediate_size": 256})
+    ).cuda()
+    ids = torch.randint(4, 300, (4, 64), device="cuda")
+    labels = torch.where(torch.rand(ids.shape, device="cuda") < 0.15, ids, torch.full_like(ids, -100))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(ids, labels=labels).loss.backward()
+        with pytest.raises(RuntimeError):
+            model(ids, torch.ones_like(ids), labels=labels)
+
+
+def test_padded_linear_gives_the_plain_linear_and_its_gradients():
+    """The LM head's aligned matmul on CUDA (vocabulary rounded up to 64 and cut back) equals F.linear."""
+    from rtoolkit.model import padded_linear
+
+    x = torch.randn(5, 16, requires_grad=True)
+    weight = torch.randn(301, 16, requires_grad=True)
+    bias = torch.randn(301, requires_grad=True)
+    got = padded_linear(x, weight, bias, multiple=64)
+    assert got.shape == (5, 301)
+    grads = torch.autograd.grad(got.square().sum(), (x, weight, bias))
+    expected = F.linear(x, weight, bias)
+    want = torch.autograd.grad(expected.square().sum(), (x, weight, bias))
+    torch.testing.assert_close(got, expected)
+    for g, w in zip(grads, want, strict=True):
+        torch.testing.assert_close(g, w)
