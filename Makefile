@@ -1,4 +1,5 @@
-# rtoolkit: `make quickstart` (set-up + the main job) and `make test` (set-up + lint + the test suite).
+# rtoolkit: `make quickstart` (set-up + the main job), `make test` (set-up + lint + the test suite) and
+# `make gpu-check` (on an NVIDIA machine that has PyTorch with CUDA: the GPU tests and benchmarks, in one command).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,onnx,demo
 
-.PHONY: venv install quickstart test lint format clean
+.PHONY: venv install quickstart test lint format clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ lint: install
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
+
+# Uses the machine's own Python and PyTorch (no venv, no downloads): pip install --no-deps -e ., then every step.
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py --install --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 format: $(PY)
 	$(VENV)/bin/ruff format .
