@@ -39,7 +39,8 @@ EXCLUDE_GROUPS = {
     "embeddings": ("/embeddings/",),
     "head": ("/lm_head/", "/classifier/"),
 }
-DEFAULT_KEEP_FP32 = ("LayerNormalization",)
+# LayerNorm variance and softmax sums overflow or lose precision in fp16 (TensorRT issue #3101): they stay fp32.
+DEFAULT_KEEP_FP32 = ("LayerNormalization", "Softmax")
 
 
 class _DropQuantizerRecords(logging.Filter):
@@ -155,14 +156,16 @@ def convert_fp16(
     *,
     keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
     validate: bool = True,
-    providers: Sequence[str] | None = None,
+    device: str | None = None,
     texts: Sequence[str] | None = None,
     eval_data: str | os.PathLike | None = None,
 ) -> Path:
     """Convert `model.onnx` of an export folder to `model.fp16.onnx` (fp16 inside, int64/float32 at the edges).
 
-    `keep_fp32`: op types left in fp32 (casts are inserted around them). Validation runs in ONNX Runtime on the
-    given `providers` (CUDA when available, else CPU) and compares with model.onnx at task level.
+    `keep_fp32`: op types left in fp32 (casts are inserted around them): LayerNormalization, whose variance
+    overflows in fp16 (TensorRT issue #3101), and onnxruntime's own list of numerically sensitive ops. Validation
+    runs on `device` (default: CUDA when a GPU and ONNX Runtime's CUDA provider are there, else the CPU; the
+    manifest records which) and compares with model.onnx at task level.
     """
     require_onnx()
     import onnx
@@ -194,8 +197,10 @@ def convert_fp16(
     manifest.put(artifact)
     manifest.save(folder)
     if validate:
-        from rtoolkit.export.validate import validate_onnx
+        from rtoolkit.export.validate import default_device, validate_onnx
 
-        chosen = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        validate_onnx(folder, ONNX_FP16, providers=chosen, texts=texts, eval_data=eval_data)
+        chosen = device or default_device()
+        if chosen == "cpu":
+            logger.info("validating %s on the CPU (no GPU with ONNX Runtime's CUDA provider here)", ONNX_FP16)
+        validate_onnx(folder, ONNX_FP16, device=chosen, texts=texts, eval_data=eval_data)
     return folder / ONNX_FP16

@@ -203,27 +203,37 @@ def build_inputs(
 
 
 # ------------------------------------------------------------------------------------------------ runners
-def onnx_session(
-    path: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int | None = None
-):
-    """An onnxruntime InferenceSession on `path` (CPU unless `providers` says otherwise)."""
-    import onnxruntime as ort
+def onnx_session(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None):
+    """An ONNX Runtime session on `path`, built by the same function the Predictor uses (rtoolkit.runtime.ort)."""
+    from rtoolkit.runtime.ort import RuntimeUnavailable, create_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    available = ort.get_available_providers()
-    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or [
-        "CPUExecutionProvider"
-    ]
-    return ort.InferenceSession(str(path), options, providers=chosen)
+    try:
+        return create_session(path, device=device, threads=threads)
+    except RuntimeUnavailable as exc:
+        raise ExportError(str(exc)) from None
 
 
-def session_runner(session) -> Callable[[Feeds], np.ndarray]:
-    names = [i.name for i in session.get_inputs()]
-    if sorted(names) != sorted(INPUT_NAMES):
-        raise ExportError(f"the ONNX model's inputs are {names}; expected {list(INPUT_NAMES)}")
-    return lambda feeds: np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+def default_device() -> str:
+    """Where a CUDA-bound artifact (fp16) is validated: "cuda" when a GPU and ONNX Runtime's CUDA provider are both
+    there, else "cpu" (and the record says so)."""
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError:
+        return "cpu"
+    cuda_ready = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+    return "cuda" if cuda_ready else "cpu"
+
+
+def session_runner(session, *, device: str = "cpu") -> Callable[[Feeds], np.ndarray]:
+    """The graph's first output for a batch of feeds, run as the Predictor runs it (IO binding on CUDA)."""
+    from rtoolkit.runtime.ort import OrtRunner
+
+    runner = OrtRunner(session, device=device)
+    if sorted(runner.input_names) != sorted(INPUT_NAMES):
+        raise ExportError(f"the ONNX model's inputs are {runner.input_names}; expected {list(INPUT_NAMES)}")
+    first = runner.output_names[0]
+    return lambda feeds: runner.run(feeds)[first]
 
 
 def torch_runner(module) -> Callable[[Feeds], np.ndarray]:
@@ -344,8 +354,11 @@ def validate_outputs(
     tolerances: dict[str, float] | None = None,
     max_batch: int | None = None,
     max_seq_len: int | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """Compare `run` (the artifact `file`) with `reference_run`, record the numbers, raise on failure.
+
+    `runtime` names what ran the artifact (e.g. "onnxruntime CUDAExecutionProvider"); it goes into the record.
 
     `max_batch` / `max_seq_len` bound the validation batches (a TensorRT engine's profile); by default the
     manifest's max_seq_len and batches of 8.
@@ -399,6 +412,7 @@ def validate_outputs(
     failures = check(numbers, limits)
     record: dict[str, Any] = {
         "reference": reference_name or "pytorch",
+        "runtime": runtime,
         "shapes": [list(b["input_ids"].shape) for b in inputs.batches],
         "inputs": "text" if inputs.from_text else "random ids (no tokenizer in the folder)",
         **numbers,
@@ -438,19 +452,21 @@ def validate_onnx(
     reference_model=None,
     texts: Sequence[str] | None = None,
     eval_data: str | os.PathLike | LabeledData | None = None,
-    providers: Sequence[str] | None = None,
+    device: str = "cpu",
     tolerances: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the ONNX artifact `file` of an export folder in ONNX Runtime and compare it with its reference.
 
     `model.onnx` is compared with the PyTorch model (`reference_model`, a module taking (input_ids,
     attention_mask) and returning the exported tensor; loaded from the manifest's source folder when not given);
-    any other file with `model.onnx`. Returns the validation record; raises ValidationError when it fails.
+    any other file with `model.onnx`. It runs on `device` through the Predictor's own session builder, and the
+    record names the provider. Returns the validation record; raises ValidationError when it fails.
     """
     folder = Path(export_dir)
     if not (folder / file).is_file():
         raise ExportError(f"{folder / file}: file not found")
-    run = session_runner(onnx_session(folder / file, providers=providers))
+    session = onnx_session(folder / file, device=device)
+    run = session_runner(session, device=device)
     reference_run, reference_name = None, None
     if file == ONNX_FP32:
         if reference_model is None:
@@ -469,4 +485,5 @@ def validate_onnx(
         texts=texts,
         eval_data=eval_data,
         tolerances=tolerances,
+        runtime=f"onnxruntime {session.get_providers()[0]}",
     )

@@ -121,18 +121,54 @@ def test_fp16_graph(tmp_path, model_dirs, task):
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
     assert [i.type.tensor_type.elem_type for i in graph.graph.input] == [onnx.TensorProto.INT64] * 2
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    # LayerNormalization is kept in fp32: each of its inputs is cast to float32 right before it.
+    # LayerNormalization and Softmax are kept in fp32: each of their inputs is cast to float32 right before them.
     producer = {out: n for n in graph.graph.node for out in n.output}
-    ln = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
-    assert ln
-    for node in ln:
-        casts = [producer.get(name) for name in node.input[:3]]
-        assert all(c is not None and c.op_type == "Cast" for c in casts), node.name
-        assert all(onnx.helper.get_attribute_value(c.attribute[0]) == onnx.TensorProto.FLOAT for c in casts)
+    for op_type in ("LayerNormalization", "Softmax"):
+        nodes = [n for n in graph.graph.node if n.op_type == op_type]
+        assert nodes, op_type
+        for node in nodes:
+            casts = [producer.get(name) for name in node.input[:3] if name]
+            assert all(c is not None and c.op_type == "Cast" for c in casts), node.name
+            assert all(
+                onnx.helper.get_attribute_value(c.attribute[0]) == onnx.TensorProto.FLOAT for c in casts
+            )
     # A fully padded tail and a long input: finite everywhere (the mask fill is -1e4, not finfo.min).
     ids = np.ones((2, 120), dtype=np.int64)
     ids[:, 0], ids[0, 1:119], ids[0, 119], ids[1, 1:3], ids[1, 3] = 0, 77, 2, 88, 2
     assert np.isfinite(_run(path, ids)).all()
     art = Manifest.load(tmp_path).artifact("model.fp16.onnx")
-    assert art.passed and art.precision == "fp16" and art.details["kept_fp32"] == ["LayerNormalization"]
+    assert (
+        art.passed
+        and art.precision == "fp16"
+        and art.details["kept_fp32"] == ["LayerNormalization", "Softmax"]
+    )
+    assert (
+        art.validation["runtime"] == "onnxruntime CPUExecutionProvider"
+    )  # no GPU here, and the record says so
     assert art.validation["top1_agreement"] >= 0.98 and art.validation["compared_rows"] >= 64
+
+
+def test_fp16_graph_agrees_with_pytorch_on_real_sentences(sst2_classifier_dir, tmp_path):
+    """The graph TensorRT builds fp16 engines from, run in ONNX Runtime, against the PyTorch model itself."""
+    import torch
+
+    from rtoolkit.model import RobertaForSequenceClassification
+    from rtoolkit.tokenizer import Tokenizer
+
+    export_onnx(sst2_classifier_dir, tmp_path)
+    path = convert_fp16(tmp_path, validate=False)
+    texts, _ = read_sst2("dev", limit=200)
+    tokenizer = Tokenizer.from_pretrained(sst2_classifier_dir)
+    model = RobertaForSequenceClassification.from_pretrained(sst2_classifier_dir).eval()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    agree, worst = 0, 0.0
+    for i in range(0, len(texts), 25):
+        batch = tokenizer(texts[i : i + 25])
+        with torch.no_grad():
+            reference = model(batch["input_ids"], batch["attention_mask"]).logits.softmax(-1).numpy()
+        logits = session.run(None, {k: v.numpy() for k, v in batch.items()})[0]
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        agree += int((probs.argmax(-1) == reference.argmax(-1)).sum())
+        worst = max(worst, float(np.abs(probs - reference).max()))
+    assert agree / len(texts) >= 0.99 and worst < 1e-2, (agree, worst)
