@@ -2,7 +2,9 @@
 #   docker build -t rtoolkit .
 #   docker run --gpus all -p 7860:7860 -v "$PWD/runs/quickstart/final:/models:ro" rtoolkit
 #   docker run --gpus all -v "$PWD:/work" -w /work rtoolkit pretrain --data data/ --out runs/base --precision bf16
-# The CUDA runtime matches the CUDA 12 builds of torch, onnxruntime-gpu and tensorrt that pip installs.
+# CUDA 12 throughout: this CUDA 12.8 + cuDNN 9 runtime, PyTorch's cu128 build (PyPI's default torch is built for
+# CUDA 13), and the CUDA 12 builds of onnxruntime-gpu (<1.27) and TensorRT (tensorrt-cu12 10.13) that the `gpu` extra
+# pins. The host needs an NVIDIA driver for CUDA 12.8 (r570 or newer).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -22,7 +24,9 @@ COPY pyproject.toml README.md ./
 COPY rtoolkit ./rtoolkit
 COPY export ./export
 COPY demos ./demos
-RUN pip install "./[gpu,demo]" \
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+RUN pip install --index-url "$TORCH_INDEX" "torch>=2.4" \
+    && pip install "./[gpu,demo]" \
     && useradd --create-home --uid 1000 rtoolkit
 USER 1000:1000
 WORKDIR /home/rtoolkit

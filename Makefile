@@ -28,10 +28,18 @@ quickstart: install
 		$(if $(wildcard $(QUICKSTART)/checkpoints),--resume,)
 	$(VENV)/bin/rtoolkit predict fill-mask --model $(QUICKSTART)/final "The old man looked at the <mask> and smiled."
 
-lint: install
+# The TensorRT type stubs install only without their dependencies (TensorRT itself needs a GPU machine), so they go
+# into .typecheck, apart from the venv, where basedpyright reads them (pyproject.toml, [tool.basedpyright]).
+TENSORRT_STUBS ?= tensorrt-stubs==10.13.0.35.1
+TYPECHECK := .typecheck
+$(TYPECHECK)/tensorrt/__init__.pyi: | $(PY)
+	$(PIP) install --quiet --no-deps --target $(TYPECHECK) "$(TENSORRT_STUBS)"
+
+lint: install $(TYPECHECK)/tensorrt/__init__.pyi
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/basedpyright
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
@@ -47,4 +55,4 @@ format: $(PY)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(TYPECHECK) runs .pytest_cache .ruff_cache build *.egg-info

@@ -93,6 +93,12 @@ class Check:
 
 
 def _have(module: str) -> bool:
+    if module == "tensorrt":  # its type stubs alone install an empty `tensorrt` namespace package
+        try:
+            import tensorrt
+        except ImportError:
+            return False
+        return hasattr(tensorrt, "Builder")
     return importlib.util.find_spec(module) is not None
 
 
@@ -570,7 +576,7 @@ def step_tensorrt(check: Check) -> dict:
     out = check.work / "export-trt"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    export(folder, out, trt=True)
+    export(folder, out, fp16=True, trt=True)  # validated against model.onnx, as `rtoolkit export --fp16 --trt`
     build_s = time.perf_counter() - t0
     predictor = Predictor.from_pretrained(out, backend="tensorrt", device="cuda")
     return {

@@ -193,7 +193,17 @@ def tool_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version()}
-    for dist in ("rtoolkit", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt"):
+    dists = (
+        "rtoolkit",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxscript",
+        "tensorrt",
+        "tensorrt-cu12",
+    )
+    for dist in dists:
         try:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -1,27 +1,34 @@
-"""TensorRT engines built from the exported ONNX with the `tensorrt` Python API, and a runner for them.
+"""TensorRT engines built from the exported ONNX with the `tensorrt` Python API (the runner is rtoolkit.runtime).
 
-Precision, by TensorRT version (the API changed under users' feet):
-- TensorRT 10 (up to 10.x): weakly typed networks; fp16 is `BuilderFlag.FP16` on the fp32 graph `model.onnx`.
-- TensorRT >= 11: networks are always strongly typed and `BuilderFlag.FP16` is gone; precision comes from the ONNX
-  tensor types, so fp16 engines are built from `model.fp16.onnx` (made by `convert_fp16` when missing).
+Precision comes from the ONNX tensor types on every supported TensorRT version: networks are built strongly typed,
+fp16 engines from `model.fp16.onnx` (made by `convert_fp16` when missing; its LayerNorm and Softmax stay fp32, since
+RoBERTa's LayerNorm overflows in fp16, TensorRT issue #3101) and fp32 engines from `model.onnx`. No FP16 builder flag
+is used: TensorRT 10.12 deprecated `BuilderFlag.FP16`/`INT8` and 11.0 removed them, with weak typing altogether. The one
+difference left between the versions is how a strongly typed network is asked for (`network_creation_flags`).
 
 One optimization profile covers (1, 1) .. (max_batch, max_seq_len) for both inputs, tuned for (opt_batch,
-opt_seq_len). A timing cache (`engines/timing.cache`) speeds up rebuilds, and engines are cached under a key made of
-the TensorRT version, GPU name, profile, precision and the ONNX file's hash, so a new GPU, profile or export never
-reuses a stale engine. Device memory and the CUDA stream come from torch (no pycuda / cuda-python needed).
+opt_seq_len). Engines are cached under a key made of the TensorRT version, GPU name, profile, precision and the ONNX
+file's hash, and the manifest records the machine each engine was built for (TensorRT version, GPU, compute
+capability), so a Predictor on another GPU falls back to ONNX instead of loading a plan it cannot run. The timing cache
+(`engines/timing.cache`) is reused only by the TensorRT version and GPU that wrote it (`engines/timing.cache.json`).
+
+`tensorrt` is imported inside the functions that need it (this module imports without it) and every call into it is
+type-checked against the TensorRT 10 stubs in `make lint`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from rtoolkit.export.spec import (
+from rtoolkit.runtime.ort import RuntimeUnavailable
+from rtoolkit.runtime.tensorrt import MachineTag, TensorRTRunner, machine_tag, tag_mismatch
+
+from .spec import (
     ENGINES_DIR,
     INPUT_NAMES,
     ONNX_FP16,
@@ -36,34 +43,60 @@ from rtoolkit.export.spec import (
 logger = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 4 << 30
+TIMING_CACHE_TAG = TIMING_CACHE + ".json"
 
 
-def require_tensorrt():
-    """Return the `tensorrt` module, or raise ExportError (one line) naming what is missing: the package or a GPU."""
+def require_tensorrt() -> None:
+    """Raise ExportError (one line) naming what is missing: the tensorrt package or a GPU."""
+    from rtoolkit.runtime.tensorrt import require_tensorrt as require
+
     try:
-        import tensorrt as trt
-    except ImportError:
-        raise ExportError(
-            "--trt needs the tensorrt Python package and a CUDA GPU: tensorrt is not installed "
-            "(pip install 'rtoolkit[gpu]')"
-        ) from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ExportError(
-            f"--trt needs a CUDA GPU: tensorrt {trt.__version__} is installed, but torch sees no CUDA device "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})"
-        )
-    return trt
+        require("--trt")
+    except RuntimeUnavailable as exc:
+        raise ExportError(str(exc)) from None
 
 
-def trt_major(trt) -> int:
-    return int(trt.__version__.split(".")[0])
+def network_creation_flags(trt_version: str) -> int:
+    """Flags for `Builder.create_network` that give a strongly typed network on this TensorRT version.
+
+    TensorRT 10 builds weakly typed networks unless `NetworkDefinitionCreationFlag.STRONGLY_TYPED` is set. TensorRT
+    11.0 made every network strongly typed and deprecated that flag ("Strongly typed mode is always enabled",
+    NvInfer.h of 11.0), so there it passes no flag. This is the only version branch of the builder.
+    """
+    if int(trt_version.split(".")[0]) >= 11:
+        return 0
+    import tensorrt as trt
+
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def strongly_typed(trt) -> bool:
-    """True where precision must come from the ONNX types (TensorRT >= 11, or a build without BuilderFlag.FP16)."""
-    return trt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, "FP16")
+def read_timing_cache(cache: Path, machine: MachineTag) -> bytes:
+    """The saved timing cache's bytes when this TensorRT version and GPU wrote it, else b"" (a fresh cache).
+
+    A cache from another version or GPU is never handed to TensorRT: it is ignored, with a log line saying why.
+    """
+    tag_file = cache.with_name(TIMING_CACHE_TAG)
+    if not cache.is_file():
+        return b""
+    try:
+        recorded = json.loads(tag_file.read_text(encoding="utf-8")) if tag_file.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    reason = tag_mismatch(recorded, machine)
+    if reason is not None:
+        logger.info("%s: not reused (%s); starting a new timing cache", cache, reason)
+        return b""
+    return cache.read_bytes()
+
+
+def write_timing_cache(cache: Path, data: bytes, machine: MachineTag) -> None:
+    """Save a timing cache and the tag of the machine that made it."""
+    from rtoolkit.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(cache, data)
+    atomic_write_bytes(
+        cache.with_name(TIMING_CACHE_TAG), (json.dumps(machine.to_dict(), indent=2) + "\n").encode("utf-8")
+    )
 
 
 def profile_shapes(
@@ -103,9 +136,7 @@ def build_engine(
     """
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"TensorRT precision must be fp16 or fp32, got {precision!r}")
-    trt = require_tensorrt()
-    import torch
-
+    require_tensorrt()
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
     max_batch = max_batch or manifest.max_batch
@@ -114,21 +145,24 @@ def build_engine(
         raise ExportError(
             f"--max-seq-len {max_seq_len} is beyond this export's limit of {manifest.max_seq_len} tokens"
         )
-    typed = strongly_typed(trt)
-    source_name = ONNX_FP16 if (typed and precision == "fp16") else ONNX_FP32
+    machine = machine_tag()
+    source_name = ONNX_FP16 if precision == "fp16" else ONNX_FP32
     source = folder / source_name
     if not source.is_file():
         if source_name != ONNX_FP16:
             raise ExportError(f"{source}: file not found; export the model first")
-        from rtoolkit.export.quantize import convert_fp16
+        from .quantize import convert_fp16
 
         convert_fp16(folder, validate=validate, texts=texts, eval_data=eval_data)
     shapes = profile_shapes(
         max_batch=max_batch, max_seq_len=max_seq_len, opt_batch=opt_batch, opt_seq_len=opt_seq_len
     )
-    gpu = torch.cuda.get_device_name()
     key = engine_key(
-        trt_version=trt.__version__, gpu=gpu, shapes=shapes, precision=precision, onnx_sha=file_sha256(source)
+        trt_version=machine.tensorrt,
+        gpu=machine.gpu,
+        shapes=shapes,
+        precision=precision,
+        onnx_sha=file_sha256(source),
     )
     engines = folder / ENGINES_DIR
     engines.mkdir(exist_ok=True)
@@ -137,9 +171,7 @@ def build_engine(
     if engine_path.is_file() and not rebuild:
         logger.info("reusing cached TensorRT engine %s", engine_path)
     else:
-        plan = _build_plan(
-            trt, source, shapes, precision=precision, typed=typed, cache=engines / TIMING_CACHE
-        )
+        plan = _build_plan(source, shapes, precision=precision, machine=machine, cache=engines / TIMING_CACHE)
         from rtoolkit.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(engine_path, plan)
@@ -150,9 +182,8 @@ def build_engine(
         optimized=True,
         details={
             "source": source_name,
-            "tensorrt": trt.__version__,
-            "gpu": gpu,
-            "strongly_typed": typed,
+            **machine.to_dict(),  # tensorrt, gpu, compute_capability: where this engine may run
+            "strongly_typed": True,
             "profile": {k: list(v) for k, v in shapes.items()},
             "size_bytes": engine_path.stat().st_size,
         },
@@ -161,7 +192,7 @@ def build_engine(
     manifest.put(artifact)
     manifest.save(folder)
     if validate:
-        from rtoolkit.export.validate import validate_outputs
+        from .validate import validate_outputs
 
         runner = TensorRTRunner(engine_path)
         run = lambda feeds: runner.run(feeds)[runner.output_names[0]]  # noqa: E731
@@ -173,34 +204,32 @@ def build_engine(
             eval_data=eval_data,
             max_batch=max_batch,
             max_seq_len=max_seq_len,
+            runtime=f"tensorrt {machine.tensorrt} on {machine.gpu}",
         )
     return engine_path
 
 
-def _build_plan(trt, source: Path, shapes, *, precision: str, typed: bool, cache: Path) -> bytes:
+def _build_plan(
+    source: Path, shapes: dict[str, tuple[int, int]], *, precision: str, machine: MachineTag, cache: Path
+) -> bytes:
+    import tensorrt as trt
+
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
-    if trt_major(trt) >= 11:
-        network = builder.create_network(0)  # always strongly typed
-    elif typed:
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    else:
-        network = builder.create_network(0)  # explicit batch is the default in TensorRT 10
+    network = builder.create_network(network_creation_flags(machine.tensorrt))
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(source)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT cannot parse {source.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision == "fp16" and not typed:
-        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10: weakly typed, the builder picks fp16 kernels
-    timing = config.create_timing_cache(cache.read_bytes() if cache.is_file() else b"")
-    if not config.set_timing_cache(timing, False):  # a cache from another GPU or TensorRT: start a fresh one
-        logger.info("%s was made by another GPU or TensorRT version; starting a new timing cache", cache)
+    timing = config.create_timing_cache(read_timing_cache(cache, machine))
+    if not config.set_timing_cache(timing, False):  # still refused: start from an empty cache
+        logger.info("%s was refused by TensorRT %s; starting a new timing cache", cache, machine.tensorrt)
         config.set_timing_cache(config.create_timing_cache(b""), False)
     profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
-        profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+        profile.set_shape(name, *(trt.Dims(list(shapes[k])) for k in ("min", "opt", "max")))
     config.add_optimization_profile(profile)
     logger.info(
         "building a TensorRT %s engine from %s (profile %s); this takes a while", precision, source, shapes
@@ -210,90 +239,17 @@ def _build_plan(trt, source: Path, shapes, *, precision: str, typed: bool, cache
         raise ExportError(
             f"TensorRT failed to build an engine from {source.name} (see the TensorRT log above)"
         )
-    from rtoolkit.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    write_timing_cache(cache, bytes(memoryview(config.get_timing_cache().serialize())), machine)
     return bytes(memoryview(plan))
 
 
-class TensorRTRunner:
-    """Runs a serialized engine: `run({"input_ids": (B, T) int, "attention_mask": (B, T) int}) -> {name: array}`.
-
-    Inputs are copied to the GPU, the context runs with `execute_async_v3` on a torch CUDA stream, and outputs come
-    back as float32 numpy arrays. Shapes must fit the engine's optimization profile (checked, with a clear error).
-    Not thread-safe: use one runner per thread.
-    """
-
-    def __init__(self, engine_path: str | os.PathLike, *, device: int = 0):
-        trt = require_tensorrt()
-        import torch
-
-        self._torch = torch
-        self.device = torch.device("cuda", device)
-        self.path = Path(engine_path)
-        if not self.path.is_file():
-            raise ExportError(f"TensorRT engine not found: {self.path}")
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        with torch.cuda.device(self.device):
-            self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
-            if self.engine is None:
-                raise ExportError(
-                    f"{self.path}: TensorRT {trt.__version__} cannot load this engine (built by another TensorRT "
-                    f"version or for another GPU); rebuild it with `rtoolkit export --trt`"
-                )
-            self.context = self.engine.create_execution_context()
-            self.stream = torch.cuda.Stream(self.device)
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self.input_names = [n for n in names if is_input[n]]
-        self.output_names = [n for n in names if not is_input[n]]
-        self._dtypes = {n: _torch_dtype(torch, trt, self.engine.get_tensor_dtype(n)) for n in names}
-        self.profile = {
-            n: tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(n, 0)) for n in self.input_names
-        }
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise ExportError(f"missing engine inputs {missing}; the engine takes {self.input_names}")
-        buffers: dict[str, Any] = {}
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            for name in self.input_names:
-                array = np.ascontiguousarray(feeds[name])
-                lo, _, hi = self.profile[name]
-                if any(d < a or d > b for d, a, b in zip(array.shape, lo, hi, strict=True)):
-                    raise ExportError(
-                        f"input {name} of shape {tuple(array.shape)} is outside the engine's profile "
-                        f"{tuple(lo)}..{tuple(hi)}; rebuild with larger --max-batch / --max-seq-len"
-                    )
-                tensor = torch.from_numpy(array).to(self.device, dtype=self._dtypes[name], non_blocking=True)
-                buffers[name] = tensor
-                self.context.set_input_shape(name, tuple(tensor.shape))
-                self.context.set_tensor_address(name, tensor.data_ptr())
-            for name in self.output_names:
-                shape = tuple(self.context.get_tensor_shape(name))
-                out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-                buffers[name] = out
-                self.context.set_tensor_address(name, out.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise ExportError(f"TensorRT failed to run {self.path.name}")
-            self.stream.synchronize()
-        return {n: buffers[n].float().cpu().numpy() for n in self.output_names}
-
-
-def _torch_dtype(torch, trt, dtype):
-    table = {
-        trt.DataType.FLOAT: torch.float32,
-        trt.DataType.HALF: torch.float16,
-        trt.DataType.INT32: torch.int32,
-        trt.DataType.INT8: torch.int8,
-        trt.DataType.BOOL: torch.bool,
-    }
-    if hasattr(trt.DataType, "INT64"):
-        table[trt.DataType.INT64] = torch.int64
-    if hasattr(trt.DataType, "BF16"):
-        table[trt.DataType.BF16] = torch.bfloat16
-    if dtype not in table:
-        raise ExportError(f"unsupported TensorRT tensor type {dtype}")
-    return table[dtype]
+__all__ = [
+    "TensorRTRunner",
+    "build_engine",
+    "engine_key",
+    "network_creation_flags",
+    "profile_shapes",
+    "read_timing_cache",
+    "require_tensorrt",
+    "write_timing_cache",
+]

