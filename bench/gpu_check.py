@@ -576,7 +576,9 @@ def step_tensorrt(check: Check) -> dict:
     out = check.work / "export-trt"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    export(folder, out, fp16=True, trt=True)  # validated against model.onnx, as `rtoolkit export --fp16 --trt`
+    export(
+        folder, out, fp16=True, trt=True
+    )  # validated against model.onnx, as `rtoolkit export --fp16 --trt`
     build_s = time.perf_counter() - t0
     predictor = Predictor.from_pretrained(out, backend="tensorrt", device="cuda")
     return {
