@@ -25,7 +25,7 @@ QUICKSTART := runs/quickstart
 # A second `make quickstart` reuses the finished model (or resumes an interrupted run); rm -rf runs/quickstart retrains.
 quickstart: install
 	test -d $(QUICKSTART)/final || $(VENV)/bin/rtoolkit pretrain --out $(QUICKSTART) \
-		$(if $(wildcard $(QUICKSTART)/checkpoints),--resume,)
+		$(if $(wildcard $(QUICKSTART)/checkpoints $(QUICKSTART)/run_config.json),--resume,)
 	$(VENV)/bin/rtoolkit predict fill-mask --model $(QUICKSTART)/final "The old man looked at the <mask> and smiled."
 
 # The TensorRT type stubs install only without their dependencies (TensorRT itself needs a GPU machine), so they go

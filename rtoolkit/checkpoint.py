@@ -7,10 +7,13 @@ unpickles: safetensors, or `torch.load(weights_only=True)` for a legacy `pytorch
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,30 +49,99 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- atomic i/o
+_TMP_TAG = (
+    ".tmp-"  # .NAME.tmp-XXXX: a folder being written, or (after an exchange) the previous NAME being deleted
+)
+_OLD_TAG = (
+    ".old-"  # .NAME.old-PID: the previous NAME during a two-rename replacement (no exchange on this system)
+)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def umask_permissions(path: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600; give outputs the permissions the user's umask asks for instead (a folder
+    written by one user and read by another, e.g. a container's non-root user on a mounted volume)."""
+    mode = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, mode & ~_umask())
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel, or a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_directory(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the folder `new` in place of `target` so that `target` always names a complete folder, the old or the
+    new one: one atomic exchange where the system allows it (Linux), else two renames whose gap
+    `recover_directory` repairs on the next run. The previous folder is then deleted."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the previous folder
+        return
+    old = target.with_name(f".{target.name}{_OLD_TAG}{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_directory(target: str | os.PathLike) -> None:
+    """Repair what an interrupted write or replacement of `target` left: bring a previous folder back when `target`
+    is missing, and delete half-written temporary folders and already-replaced previous folders."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    olds = sorted(target.parent.glob(f".{target.name}{_OLD_TAG}*"))
+    if olds and not target.exists():
+        os.replace(olds[-1], target)  # interrupted between the two renames: the previous folder comes back
+        logger.warning("recovered %s from an interrupted replacement", target)
+        olds = olds[:-1]
+    for leftover in [*olds, *target.parent.glob(f".{target.name}{_TMP_TAG}*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; on success it replaces `target` in one rename.
+    """Yield a temporary folder beside `target`; on success it takes `target`'s place (`replace_directory`).
 
-    A crash inside the block leaves any previous `target` untouched (the half-written temp folder is removed).
+    A crash inside the block leaves any previous `target` untouched; leftovers of an earlier interrupted write are
+    cleaned up (or an interrupted replacement recovered) first. The folder gets the user's umask permissions.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    recover_directory(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}", dir=target.parent))
+    umask_permissions(tmp)
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_directory(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file in one rename (never half-written), with the user's umask permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -78,6 +150,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -209,6 +282,12 @@ def load_weights(
         problems.append(f"mis-shaped keys {_preview(sorted(mis_shaped))}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{source}: weights hold NaN or inf values in {_preview(sorted(broken))}; the checkpoint is broken "
+            f"(saved while training diverged?), load an earlier one"
+        )
     with torch.no_grad():
         for k, v in state.items():
             if k in own:

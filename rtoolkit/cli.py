@@ -65,10 +65,14 @@ def main(verbose: int) -> None:
 )
 @click.option("--min-frequency", default=2, show_default=True, help="Merges seen fewer times are dropped.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the tokenizer files.")
-def train_tokenizer_cmd(files: tuple[Path, ...], vocab_size: int, min_frequency: int, out: Path) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the tokenizer in --out (never a model's).")
+def train_tokenizer_cmd(
+    files: tuple[Path, ...], vocab_size: int, min_frequency: int, out: Path, overwrite: bool
+) -> None:
     """Train a byte-level BPE tokenizer (RoBERTa's specials, <mask> last) on text FILES or folders of .txt."""
-    from rtoolkit.tokenizer import Tokenizer
+    from rtoolkit.tokenizer import Tokenizer, check_tokenizer_out
 
+    check_tokenizer_out(out, overwrite=overwrite)
     paths = expand_text_files(files)
     tok = Tokenizer.train(paths, vocab_size=vocab_size, min_frequency=min_frequency, show_progress=True)
     tok.save_pretrained(out)
@@ -282,6 +286,11 @@ def preprocess_cmd(
 @click.option("--log-every", default=10, show_default=True, help="Steps per metrics.jsonl record.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start again in an --out that holds an earlier run (its checkpoints, final/, metrics are deleted).",
+)
+@click.option(
     "--skip-nonfinite", is_flag=True, help="Skip (and count) steps with a NaN/inf loss instead of stopping."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -434,6 +443,11 @@ def _custom_data_options(command):
     "--predict", is_flag=True, help="Write test-set predictions from best/ (GLUE submission format)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start again in an --out that holds an earlier run (its checkpoints, best/, final/, metrics are deleted).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def finetune_cmd(train_file, validation_file, test_file, data_format, no_progress, **options) -> None:
     """Finetune on a GLUE task (--task, --data-dir) or custom CSV/TSV/JSONL data (--train, --validation).
@@ -675,12 +689,14 @@ def _read_texts(texts: tuple[str, ...], input_file: Path | None) -> list[str]:
         raise UserError("give texts as arguments or with --input, not both")
     if texts:
         return list(texts)
+    from rtoolkit.tokenizer import decode_text, read_text_file
+
     if input_file is not None and str(input_file) != "-":
         if not input_file.is_file():
             raise UserError(f"input file not found: {input_file}")
-        name, lines = str(input_file), input_file.read_text(encoding="utf-8").splitlines()
+        name, lines = str(input_file), read_text_file(input_file).splitlines()
     elif input_file is not None or not sys.stdin.isatty():
-        name, lines = "stdin", sys.stdin.read().splitlines()
+        name, lines = "stdin", decode_text(sys.stdin.buffer.read(), "stdin").splitlines()
     else:
         raise UserError("no texts: pass TEXT arguments, --input FILE, or lines on stdin")
     for number, line in enumerate(lines, start=1):
@@ -833,7 +849,9 @@ def predict_embed_cmd(
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface)."
 )
-@click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+@click.option(
+    "--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
 @click.option("--share", is_flag=True, help="Also open a public Gradio share link.")
 def demo_cmd(
     model_dir: Path | None,
@@ -845,6 +863,7 @@ def demo_cmd(
     share: bool,
 ) -> None:
     """Serve the Gradio web demo: a Fill mask tab, and a Classify tab with --classifier."""
+    _check_can_listen(host, port)  # before loading any model
     if model_dir is None:
         model_dir = QUICKSTART_MODEL
         if not model_dir.is_dir():
@@ -860,6 +879,24 @@ def demo_cmd(
     fill_mask = Predictor.from_pretrained(model_dir, backend=backend, device=device)
     classify = Predictor.from_pretrained(classifier, backend=backend, device=device) if classifier else None
     build_demo(fill_mask, classify).launch(server_name=host, server_port=port, share=share)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """One clear line when the demo could not listen on host:port (unknown host, port in use, no permission)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another server on that port? choose --port)"
+            ) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

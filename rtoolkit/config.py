@@ -51,6 +51,41 @@ class ConfigError(ValueError):
     """A configuration value a user has to fix (raised as ValueError)."""
 
 
+_INT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "num_labels",
+)
+_FLOAT_FIELDS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "classifier_dropout",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _int_like(value: object) -> bool:
+    """An integer, or a string of one (JSON object keys are strings: {"0": "negative"})."""
+    return _is_int(value) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+
+
 @dataclass
 class RobertaConfig:
     """Hyper-parameters of a RoBERTa encoder and its heads (Hugging Face field names)."""
@@ -81,6 +116,7 @@ class RobertaConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
             self.num_labels = len(self.id2label)
@@ -91,6 +127,44 @@ class RobertaConfig:
             if self.id2label is None:
                 self.id2label = {v: k for k, v in self.label2id.items()}
         self.validate()
+
+    def _check_types(self) -> None:
+        """Raise ConfigError naming the first field whose value has the wrong type (before anything uses it)."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if not _is_number(value):
+                raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        for name in ("hidden_act", "problem_type"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+        for name, key_ok, value_ok, shape in (
+            ("id2label", _int_like, lambda v: isinstance(v, str), "{id: name} with integer ids"),
+            ("label2id", lambda k: isinstance(k, str), _int_like, "{name: id} with integer ids"),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{name} must be a mapping {shape}, got {type(value).__name__}: {value!r:.80}"
+                )
+            bad = next(((k, v) for k, v in value.items() if not key_ok(k) or not value_ok(v)), None)
+            if bad is not None:
+                raise ConfigError(
+                    f"{name} must be a mapping {shape}; the entry {bad[0]!r}: {bad[1]!r} is not"
+                )
+        if self.architectures is not None and (
+            not isinstance(self.architectures, list)
+            or not all(isinstance(a, str) for a in self.architectures)
+        ):
+            raise ConfigError(f"architectures must be a list of class names, got {self.architectures!r:.80}")
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field that is out of range."""

@@ -64,6 +64,27 @@ def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dt
     return (1.0 - mask) * MASK_FILL
 
 
+def check_input_ids(input_ids: torch.Tensor, config: RobertaConfig) -> None:
+    """Raise ValueError, naming the numbers, for ids the embeddings cannot look up: a sequence longer than the
+    position table, or (for ids on the host, where checking costs no device sync) an id outside the vocabulary."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, sequence), got shape {tuple(input_ids.shape)}")
+    length = input_ids.shape[1]
+    if length > config.max_tokens:
+        raise ValueError(
+            f"a sequence of {length} tokens is longer than this model allows ({config.max_tokens} tokens, <s> and </s> "
+            f"included: max_position_embeddings {config.max_position_embeddings}); truncate the input"
+        )
+    if input_ids.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+        bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)][0]
+        raise ValueError(
+            f"token id {int(bad)} is outside this model's vocabulary (ids 0 .. {config.vocab_size - 1}); was the "
+            f"text encoded with another tokenizer?"
+        )
+
+
 class RobertaEmbeddings(nn.Module):
     def __init__(self, config: RobertaConfig):
         super().__init__()
@@ -231,6 +252,7 @@ class RobertaModel(PreTrainedMixin, nn.Module):
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
+        check_input_ids(input_ids, self.config)
         x = self.embeddings(input_ids)  # (B, T, H)
         x = self.encoder(x, extended_attention_mask(attention_mask, x.dtype))  # (B, T, H)
         pooled = self.pooler(x) if self.pooler is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -77,9 +78,17 @@ class Tokenizer:
     ) -> Tokenizer:
         """Train byte-level BPE on text files. The result has exactly `vocab_size` ids when the text allows."""
         paths = [str(p) for p in files]
+        if not paths:
+            raise TokenizerError("no training files given")
+        letters = 0
         for p in paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"training file not found: {p}")
+            letters += check_text_file(p)
+        if letters == 0:
+            raise TokenizerError(
+                f"no text to train on: {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''} hold(s) only whitespace"
+            )
         return cls._train(
             lambda tok, trainer: tok.train(paths, trainer), vocab_size, min_frequency, show_progress
         )
@@ -93,12 +102,24 @@ class Tokenizer:
         min_frequency: int = 2,
         show_progress: bool = False,
     ) -> Tokenizer:
-        return cls._train(
-            lambda tok, trainer: tok.train_from_iterator(texts, trainer),
+        """Train byte-level BPE on an iterable of texts (at least one must hold non-whitespace text)."""
+        seen = [False]
+
+        def checked() -> Iterator[str]:
+            for i, text in enumerate(texts):
+                _check_text(text, f"texts[{i}]")
+                seen[0] = seen[0] or not text.isspace() and bool(text)
+                yield text
+
+        tokenizer = cls._train(
+            lambda tok, trainer: tok.train_from_iterator(checked(), trainer),
             vocab_size,
             min_frequency,
             show_progress,
         )
+        if not seen[0]:
+            raise TokenizerError("no text to train on: every text given is empty or whitespace")
+        return tokenizer
 
     @classmethod
     def _train(cls, run, vocab_size: int, min_frequency: int, show_progress: bool) -> Tokenizer:
@@ -354,7 +375,14 @@ class Tokenizer:
         return {"input_ids": ids, "attention_mask": mask}
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = True) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        """The text of token ids; an id outside 0 .. vocab_size - 1 raises TokenizerError naming it."""
+        ids = [int(i) for i in ids]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise TokenizerError(
+                f"cannot decode id {bad}: this tokenizer's ids are 0 .. {self.vocab_size - 1}"
+            )
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def tokenize(self, text: str) -> list[str]:
         """The BPE pieces of a text, without special tokens."""
@@ -378,6 +406,94 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, model_max_length={self.model_max_length})"
 
 
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_tokenizer_out(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Where `train-tokenizer` may write: a new or empty folder, or (with `overwrite`) one holding only a tokenizer.
+    A model folder is always refused: a new tokenizer would make its model read wrong ids."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TokenizerError(f"--out {out} is a file; expected a folder")
+    if not out.is_dir():
+        return
+    model = [n for n in MODEL_FILES if (out / n).exists()]
+    if model:
+        raise TokenizerError(
+            f"--out {out} holds a model ({', '.join(model)}): a new tokenizer there would make it read wrong ids; "
+            f"choose another folder"
+        )
+    existing = [n for n in TOKENIZER_FILES if (out / n).exists()]
+    if existing and not overwrite:
+        raise TokenizerError(
+            f"--out {out} already holds a tokenizer ({', '.join(existing)}); pass --overwrite to replace it, or "
+            f"choose another folder"
+        )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_text(value: object, name: str) -> None:
     if not isinstance(value, str):
         raise TokenizerError(f"{name} must be a string, got {type(value).__name__}")
+    bad = _SURROGATE.search(value)
+    if bad is not None:
+        raise TokenizerError(
+            f"{name} is not valid text: it holds a lone surrogate U+{ord(bad.group()):04X} at character "
+            f"{bad.start()} (text decoded with errors='surrogateescape' or a broken UTF-16 pair); pass proper Unicode"
+        )
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; a binary or non-UTF-8 file raises TokenizerError naming the file and byte."""
+    return decode_text(Path(path).read_bytes(), str(path))
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 bytes as text; NUL bytes (a binary file) or invalid UTF-8 raise TokenizerError naming `source` and the
+    byte offset."""
+    nul = data.find(b"\0")
+    if nul != -1:
+        raise TokenizerError(f"{source}: NUL byte at byte {nul}; expected UTF-8 text, not binary data")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(
+            f"{source}: not valid UTF-8 at byte {exc.start} ({exc.reason}); convert it to UTF-8"
+        ) from None
+
+
+def check_text_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> int:
+    """Stream a file and raise TokenizerError at its first NUL byte or invalid UTF-8 (naming the byte offset);
+    returns 0 when the file holds nothing but whitespace (else a positive count)."""
+    import codecs
+
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, letters = 0, 0
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            nul = chunk.find(b"\0")
+            if nul != -1:
+                raise TokenizerError(
+                    f"{path}: NUL byte at byte {offset + nul}; expected a UTF-8 text file, not a binary one"
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise TokenizerError(
+                    f"{path}: not valid UTF-8 at byte {offset - pending + exc.start} ({exc.reason}); convert the "
+                    f"file to UTF-8"
+                ) from None
+            if not letters:  # counted only until some text is found
+                letters = sum(1 for ch in text if not ch.isspace())
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise TokenizerError(
+            f"{path}: ends inside a UTF-8 character at byte {offset}; the file is cut"
+        ) from None
+    return letters

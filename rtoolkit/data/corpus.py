@@ -79,7 +79,9 @@ def iter_documents(path: str | os.PathLike, *, keep_newlines: bool = False) -> I
         with path.open("r", encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
                 if "\x00" in line:
-                    raise CorpusError(f"{path}:{lineno}: NUL byte found; expected a UTF-8 text file")
+                    raise CorpusError(
+                        _bad_text_file(path) or f"{path}:{lineno}: NUL byte; expected a UTF-8 text file"
+                    )
                 if line.strip():
                     lines.append(line)
                     size += len(line)
@@ -90,11 +92,20 @@ def iter_documents(path: str | os.PathLike, *, keep_newlines: bool = False) -> I
                     yield text(), False
                     lines, size = [], 0
     except UnicodeDecodeError as exc:
-        raise CorpusError(
-            f"{path}: not valid UTF-8 near byte {exc.start} ({exc.reason}); convert the file to UTF-8"
-        ) from None
+        raise CorpusError(_bad_text_file(path) or f"{path}: not valid UTF-8 ({exc.reason})") from None
     if lines:
         yield text(), False
+
+
+def _bad_text_file(path: Path) -> str | None:
+    """The precise complaint (file and byte offset) about a file that is not UTF-8 text, or None."""
+    from rtoolkit.tokenizer import TokenizerError, check_text_file
+
+    try:
+        check_text_file(path)
+    except TokenizerError as exc:
+        return str(exc)
+    return None
 
 
 def in_validation(text: str, fraction: float) -> bool:
@@ -236,8 +247,12 @@ def preprocess(
                 f"{out} already holds a preprocessed corpus made from other inputs or another tokenizer; "
                 f"pass --overwrite to replace it, or choose another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise CorpusError(f"{out} exists and is not a preprocessed corpus folder; choose an empty --out")
+    elif out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out} is a file; expected a folder")
+    elif out.exists() and any(out.iterdir()):  # never replaced, not even with --overwrite: it is not ours
+        raise CorpusError(
+            f"{out} exists and is not a preprocessed corpus folder (it has no {META_NAME}); choose an empty --out"
+        )
 
     dtype = token_dtype(tokenizer.vocab_size)
     total_bytes = sum(p.stat().st_size for p in paths)
@@ -314,11 +329,26 @@ def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
         raise CorpusError(
             f"{folder} is not a preprocessed corpus (no {META_NAME}); run `rtoolkit preprocess` first"
         )
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorpusError(
+            f"{path}: not valid JSON ({exc}); the folder is damaged, preprocess again"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CorpusError(f"{path}: expected a JSON object, got {type(meta).__name__}; preprocess again")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CorpusError(
             f"{path}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; preprocess again"
         )
+    splits = meta.get("splits")
+    missing = [k for k in ("dtype", "tokenizer_fingerprint", "vocab_size") if k not in meta]
+    if not isinstance(splits, dict) or any(
+        not isinstance(splits.get(s), dict) or not isinstance(splits[s].get("tokens"), int) for s in SPLITS
+    ):
+        missing.append("splits.train/valid.tokens")
+    if missing:
+        raise CorpusError(f"{path}: missing {', '.join(missing)}; the folder is damaged, preprocess again")
     return meta
 
 
@@ -337,11 +367,28 @@ class TokenSplit:
         meta = load_meta(folder)
         bin_path, idx_path = folder / f"{split}.bin", folder / f"{split}.idx"
         expected = meta["splits"][split]["tokens"]
+        try:
+            dtype = np.dtype(meta["dtype"])
+        except TypeError:
+            raise CorpusError(
+                f"{folder / META_NAME}: unknown dtype {meta['dtype']!r}; preprocess again"
+            ) from None
+        for path in (bin_path, idx_path):
+            if not path.is_file():
+                raise CorpusError(f"{path} is missing; the folder is damaged, preprocess again")
+        for path, item in ((bin_path, dtype.itemsize), (idx_path, 8)):
+            if path.stat().st_size % item:
+                raise CorpusError(
+                    f"{path}: {path.stat().st_size} bytes is not a whole number of {item}-byte values; the file is "
+                    f"truncated, preprocess again"
+                )
         offsets = np.fromfile(idx_path, dtype=np.int64) if idx_path.stat().st_size else np.zeros(1, np.int64)
+        if offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise CorpusError(f"{idx_path}: document offsets are not increasing from 0; preprocess again")
         if expected == 0:
-            tokens = np.zeros(0, dtype=np.dtype(meta["dtype"]))
+            tokens = np.zeros(0, dtype=dtype)
         else:
-            tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r")
+            tokens = np.memmap(bin_path, dtype=dtype, mode="r")
         if len(tokens) != expected or offsets[-1] != expected:
             raise CorpusError(
                 f"{bin_path}: holds {len(tokens)} tokens, index ends at {offsets[-1]}, meta.json says {expected}; "

@@ -64,10 +64,13 @@ from rtoolkit.train.loop import (
     MetricsWriter,
     TrainingDiverged,
     autocast,
+    clear_run,
+    earlier_run,
     evaluate,
     latest_checkpoint,
     make_grad_scaler,
     progress_bar,
+    recover_run_folder,
     resume,
     save_checkpoint,
     save_final,
@@ -168,6 +171,8 @@ class FinetuneConfig:
     """After training, write test-set predictions from best/ (GLUE submission format for GLUE tasks)."""
     resume: bool = False
     """Continue the run in OUT from its latest checkpoint."""
+    overwrite: bool = False
+    """Start again in an OUT that holds an earlier run (its checkpoints, best/, final/, metrics are deleted first)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -204,6 +209,8 @@ class FinetuneConfig:
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume continues the run in out and overwrite starts it again: choose one")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
@@ -461,17 +468,31 @@ def epoch_plan(
     return random_batches(len(lengths), batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows)
 
 
-def _check_out_dir(out: Path, resume_run: bool) -> Path | None:
-    """The checkpoint to resume from; refuses to write over an earlier run unless resuming it."""
+# What a run writes into OUT: an OUT holding any of them holds an earlier run.
+RUN_FILES = (
+    "checkpoints",
+    "final",
+    BEST_DIR,
+    "metrics.jsonl",
+    "run_config.json",
+    EVAL_RESULTS_NAME,
+    PREDICTIONS_DIR,
+)
+
+
+def _check_out_dir(out: Path, resume_run: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from; refuses to write over an earlier run unless resuming it or told to start again
+    (which happens later, once every check has passed)."""
     checkpoint = latest_checkpoint(out)
     if resume_run:
         if checkpoint is None:
             raise FileNotFoundError(f"nothing to resume: {out} has no checkpoint under checkpoints/")
         return checkpoint
-    leftovers = [n for n in ("checkpoints", "final", BEST_DIR, "metrics.jsonl") if (out / n).exists()]
-    if leftovers:
+    leftovers = earlier_run(out, RUN_FILES)
+    if leftovers and not overwrite:
         raise FileExistsError(
-            f"{out} already holds a run ({', '.join(leftovers)}); pass --resume to continue it or choose another --out"
+            f"{out} already holds a run ({', '.join(leftovers)}); pass --resume to continue it, --overwrite to start "
+            f"again (deleting those), or choose another --out"
         )
     return None
 
@@ -490,7 +511,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
     device = info.device
     precision = resolve_precision(cfg.precision, device)
-    start_from = _check_out_dir(out, cfg.resume)
+    if info.is_main:
+        recover_run_folder(out, folders=("final", BEST_DIR))
+    barrier(info)
+    start_from = _check_out_dir(out, cfg.resume, cfg.overwrite)
     data = load_finetune_data(cfg)
     assert data.train is not None
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
@@ -537,6 +561,8 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
         state = resume(start_from, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         step, best = state["step"], state.get("best", best)
     if info.is_main:
+        if cfg.overwrite and start_from is None:
+            clear_run(out, RUN_FILES)  # every check has passed: only now is the earlier run deleted
         write_run_config(out, {**dataclasses.asdict(cfg), "precision": precision, "total_steps": total_steps})
     metrics_log = MetricsWriter(out / "metrics.jsonl", truncate_after_step=step) if info.is_main else None
     logger.info(
@@ -692,6 +718,20 @@ def _task_permutation(model_space: LabelSpace, task: GlueTask) -> list[int] | No
     return [task.label_names.index(n) for n in lowered]
 
 
+def _check_label_names(folder: Path, space: LabelSpace, task: GlueTask) -> None:
+    """A classifier that names its labels must name the task's (in any order); generic LABEL_i names are taken
+    to be in the task's order."""
+    if space.names is None or task.label_names is None:
+        return
+    lowered = sorted(n.lower() for n in space.names)
+    generic = all(n.upper() == f"LABEL_{i}" for i, n in enumerate(space.names))
+    if not generic and lowered != sorted(task.label_names):
+        raise ValueError(
+            f"{folder} predicts {list(space.names)}, but {task.name} labels are {list(task.label_names)}: it was "
+            f"trained for another task; evaluate a model finetuned on {task.name}"
+        )
+
+
 def evaluate_model(
     model: str | os.PathLike,
     *,
@@ -713,10 +753,28 @@ def evaluate_model(
     """Metrics of a finetuned model: {"dev/accuracy": ..., "dev/loss": ...} (MNLI: dev_matched/..., dev_mismatched/...)."""
     if (task is None) == (validation_file is None):
         raise ValueError("give either a GLUE task (with data_dir) or a validation file")
+    for name, value, least in (
+        ("batch_size", batch_size, 1),
+        ("max_length", max_length, 4),
+        ("max_samples", max_samples, 1),
+    ):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(precision, dev)
-    net = RobertaForSequenceClassification.from_pretrained(model).to(dev)
+    folder = resolve_model_dir(model)
+    if not any(k.startswith("classifier.") for k in load_state_dict(folder)):
+        raise CheckpointError(
+            f"{folder} has no trained classification head (no classifier.* weights), so a random one would be "
+            f"scored; finetune it first (`rtoolkit finetune --model {folder} ...`) and evaluate that run's best/"
+        )
+    net = RobertaForSequenceClassification.from_pretrained(folder).to(dev)
     tok = load_tokenizer(model, tokenizer)
+    if tok.vocab_size > net.config.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {tok.vocab_size} ids but {folder} only {net.config.vocab_size} embedding rows; "
+            f"they do not belong together"
+        )
     space = _model_space(net)
     if task is not None:
         if data_dir is None:
@@ -729,6 +787,7 @@ def evaluate_model(
             )
         splits = spec.eval_splits if split == "dev" else (split,)
         metrics, sets = spec.metrics, {s: read_glue(spec, data_dir, s) for s in splits}
+        _check_label_names(folder, space, spec)
         permutation = _task_permutation(space, spec)
         if permutation is not None:  # score the model in its own label ids
             inverse = {t: m for m, t in enumerate(permutation)}

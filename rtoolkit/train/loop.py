@@ -67,6 +67,7 @@ from rtoolkit.checkpoint import (
     load_state_dict,
     load_train_state,
     load_weights,
+    recover_directory,
     save_model,
     save_train_state,
 )
@@ -502,6 +503,37 @@ def save_final(
     return target
 
 
+def recover_run_folder(out_dir: str | os.PathLike, *, folders: Sequence[str] = (FINAL_DIR,)) -> None:
+    """Repair what an interrupted save left in a run folder: `folders` (final/, ...) and every checkpoint whose
+    write or replacement was cut short (half-written temporary folders are deleted, a replaced one restored)."""
+    out = Path(out_dir)
+    for name in folders:
+        recover_directory(out / name)
+    root = out / CHECKPOINTS_DIR
+    if root.is_dir():
+        for leftover in root.glob(".step-*"):
+            match = re.match(r"^\.(step-\d+)\.(tmp|old)-", leftover.name)
+            if match:
+                recover_directory(root / match.group(1))
+
+
+def earlier_run(out_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """Which of `names` (checkpoints, final, metrics.jsonl, ...) an earlier run left in `out_dir`."""
+    out = Path(out_dir)
+    return [name for name in names if (out / name).exists()]
+
+
+def clear_run(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """--overwrite: delete what an earlier run left under these names (only them: other files stay)."""
+    out = Path(out_dir)
+    for name in names:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def write_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     """OUT/run_config.json: every setting of the run, for the record and for --resume checks."""
     path = Path(out_dir) / RUN_CONFIG_NAME
@@ -580,6 +612,9 @@ __all__ = [
     "autocast",
     "batch_count",
     "batch_tokens",
+    "clear_run",
+    "earlier_run",
+    "recover_run_folder",
     "evaluate",
     "latest_checkpoint",
     "list_checkpoints",

@@ -50,11 +50,14 @@ from rtoolkit.train.loop import (
     MetricsWriter,
     TrainingDiverged,
     batch_tokens,
+    clear_run,
+    earlier_run,
     evaluate,
     latest_checkpoint,
     make_grad_scaler,
     progress_bar,
     read_metrics,
+    recover_run_folder,
     resume,
     rng_state,
     save_checkpoint,
@@ -68,6 +71,8 @@ from rtoolkit.train.optim import build_optimizer, linear_schedule
 logger = logging.getLogger(__name__)
 
 EVAL_EPOCH = -1  # mask key of the fixed evaluation masks
+# What a run writes into OUT: an OUT holding any of them holds an earlier run.
+RUN_FILES = ("checkpoints", "final", METRICS_NAME, RUN_CONFIG_NAME)
 # Settings that must not change when a run is resumed (the data position would no longer mean anything).
 _ZERO_MEANS = {
     "eval_every": "only at the start and the end",
@@ -124,6 +129,7 @@ class PretrainConfig:
     keep_last: int = 3  # checkpoints kept
     log_every: int = 10  # steps per metrics.jsonl training record
     resume: bool = False  # continue from the latest checkpoint in OUT
+    overwrite: bool = False  # start again in an OUT holding an earlier run (its run files are deleted first)
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
     num_workers: int | None = None  # processes that mask and collate ahead; default 0 on CPU, 4 on CUDA
     progress: bool = True  # show a progress bar (rank 0)
@@ -167,6 +173,10 @@ class PretrainConfig:
             raise ConfigError(f"--format must be one of {FORMATS}, got {self.format!r}")
         if self.masking not in ("dynamic", "static"):
             raise ConfigError(f"--masking must be 'dynamic' or 'static', got {self.masking!r}")
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "--resume continues the run in --out and --overwrite starts it again: choose one"
+            )
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         for name in (
@@ -377,12 +387,15 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
     out = cfg.out
     device = info.device
     show = cfg.progress and info.is_main
-    # ---- refuse to clobber an existing run unless resuming
-    existing = latest_checkpoint(out)
-    if existing is not None and not cfg.resume:
+    # ---- an earlier run in OUT is continued (--resume), started again (--overwrite) or refused
+    if info.is_main:
+        recover_run_folder(out)
+    dist_utils.barrier(info)
+    earlier = earlier_run(out, RUN_FILES)
+    if earlier and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(
-            f"{out} already holds checkpoints (latest {existing.name}); pass --resume to continue that run, "
-            f"or choose another --out"
+            f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, --overwrite to start "
+            f"again (deleting those), or choose another --out"
         )
     # ---- data
     if cfg.data is None:
@@ -462,6 +475,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
     checkpoint = latest_checkpoint(out) if cfg.resume else None
     if cfg.resume:
         _check_resume_config(out, cfg)
+    elif cfg.overwrite and info.is_main:  # every check has passed: only now is the earlier run deleted
+        clear_run(out, RUN_FILES)
     if checkpoint is not None:
         state = resume(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         step, elapsed, skipped = state["step"], state.get("elapsed", 0.0), state.get("skipped", 0)
@@ -665,12 +680,24 @@ def plot_runs(
     labels = labels or [Path(d).name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"got {len(run_dirs)} runs but {len(labels)} labels")
-    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(13, 4))
-    for run, label in zip(run_dirs, labels, strict=True):
+    out_png = Path(out_png)
+    if out_png.is_dir():
+        raise ValueError(
+            f"--out {out_png} is a folder; give the PNG file's path (e.g. {out_png / 'loss.png'})"
+        )
+    runs = []
+    for run in run_dirs:
         path = Path(run) / METRICS_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run} a pretraining run folder?")
         records = read_metrics(path)
+        if not any("tokens_per_s" in r for r in records):
+            raise ValueError(
+                f"{path} holds no pretraining records (a finetuning run's, or empty); nothing to plot"
+            )
+        runs.append(records)
+    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(13, 4))
+    for records, label in zip(runs, labels, strict=True):
         train = [r for r in records if "eval" not in r]
         line = ax_train.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)[0]
         for i, name in enumerate(sorted({r["eval"] for r in records if "eval" in r})):
@@ -691,7 +718,6 @@ def plot_runs(
     ax_train.legend(fontsize=8)
     ax_eval.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
-    out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
