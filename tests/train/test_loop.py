@@ -198,3 +198,22 @@ def test_metrics_writer_appends_and_truncates_on_resume(tmp_path):
     with pytest.raises(ValueError, match=r"metrics.jsonl:5"):
         read_metrics(path)
     assert json.loads(path.read_text().splitlines()[0])["step"] == 1
+
+
+def test_an_interrupted_save_is_repaired_when_the_next_run_starts(tmp_path):
+    """What a kill -9 mid-save leaves in a run folder: a half-written checkpoint and, without an atomic exchange, a
+    final/ that was moved aside. The next run (or --resume) removes the one and brings the other back."""
+    from rtoolkit.train.loop import list_checkpoints, recover_run_folder
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-000002").mkdir(parents=True)
+    (out / "checkpoints" / "step-000002" / "train_state.pt").write_bytes(b"state")
+    half = out / "checkpoints" / ".step-000004.tmp-abc123"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"half")
+    moved = out / ".final.old-4242"
+    moved.mkdir()
+    (moved / "config.json").write_text("{}")
+    recover_run_folder(out)
+    assert not half.exists() and [p.name for p in list_checkpoints(out)] == ["step-000002"]
+    assert (out / "final" / "config.json").read_text() == "{}" and not moved.exists()
