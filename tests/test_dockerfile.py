@@ -1,5 +1,6 @@
 """The Dockerfile stays true to pyproject (images can't be built here; hadolint runs in `make lint`)."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -75,3 +76,47 @@ def test_one_cuda_major_across_the_image_and_the_gpu_pins():
     # onnxruntime-gpu on PyPI is built for CUDA 13 from 1.27 on.
     upper = re.search(r"<(\d+)\.(\d+)", gpu["onnxruntime-gpu"])
     assert upper and (int(upper.group(1)), int(upper.group(2))) <= (1, 27)
+
+
+def test_the_image_installs_from_what_it_copies_and_its_entrypoint_runs(tmp_path):
+    """Build the image's install the way the Dockerfile does it, without a docker engine: only the files its COPY
+    lines bring, `pip install` of the package (dependencies left out: the GPU wheels do not install here), then the
+    ENTRYPOINT with --help, and every subpackage importable from the installed copy."""
+    text = dockerfile()
+    context = tmp_path / "app"
+    context.mkdir()
+    copies = re.findall(r"^COPY ((?:\S+ )+)(\S+)$", text, re.M)
+    assert copies
+    for sources, dest in copies:
+        for source in sources.split():
+            target = context / source if dest.endswith("/") else context / dest
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(REPO / source, target)
+    assert re.search(r'pip install "\./\[gpu,demo\]"', text)
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
+         str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    entry = re.search(r'^ENTRYPOINT \["([\w-]+)"\]', text, re.M).group(1)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    ran = subprocess.run(
+        [sys.executable, str(site / "bin" / entry), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0 and "pretrain" in ran.stdout and "export" in ran.stdout, ran.stderr[-2000:]
+    probe = (
+        "import rtoolkit, rtoolkit.runtime.ort, rtoolkit.export.pipeline, rtoolkit.demos; "
+        "print(rtoolkit.__file__); print(sorted(rtoolkit.__path__))"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.startswith(str(site))  # the installed copy, not this checkout
+    assert (site / "rtoolkit" / "assets").is_dir()  # the bundled sample corpus the default run needs

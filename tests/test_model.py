@@ -122,15 +122,27 @@ def test_masked_only_loss_equals_full_logits_loss(tiny_config):
     assert torch.allclose(fast.logits, full[picked], atol=1e-6)
 
 
-def test_masked_lm_gradients_flow_only_through_selected_rows(tiny_config):
+def test_masked_lm_gradients_are_those_of_the_masked_rows_alone(tiny_config):
+    """The LM head runs on the masked rows only; every gradient equals the full-logits loss over those same rows, and
+    the head's bias gradient is exactly softmax - one-hot of the one masked row (nothing from the others)."""
+    torch.manual_seed(0)
     model = RobertaForMaskedLM(tiny_config)
+    reference = RobertaForMaskedLM(tiny_config)
+    reference.load_state_dict(model.state_dict())
     ids = torch.randint(4, tiny_config.vocab_size, (2, 10))
     labels = torch.full_like(ids, -100)
-    labels[0, 2] = ids[0, 2]
+    labels[0, 2], labels[1, 7] = ids[0, 2], ids[1, 7]
     out = model(ids, labels=labels)
     out.loss.backward()
-    assert out.logits.shape == (1, tiny_config.vocab_size)
-    assert model.roberta.embeddings.word_embeddings.weight.grad is not None
+    assert out.logits.shape == (2, tiny_config.vocab_size)  # (N masked rows, V), not (B, T, V)
+    full = reference(ids).logits  # (B, T, V)
+    picked = full[[0, 1], [2, 7]]  # the masked rows, in row-major order
+    F.cross_entropy(picked, labels[labels != -100]).backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
+    probs = picked.detach().softmax(-1)  # (2, V)
+    expected_bias = (probs - F.one_hot(labels[labels != -100], tiny_config.vocab_size)).mean(0)
+    torch.testing.assert_close(model.lm_head.bias.grad, expected_bias, atol=1e-6, rtol=1e-5)
 
 
 def test_classification_losses(tiny_config):

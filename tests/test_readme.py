@@ -12,8 +12,6 @@ import threading
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO, SHARED_DATA, shared_data
 
 # Fewer steps than the README asks for: the same commands, a shorter run.
@@ -108,9 +106,68 @@ def test_readme_tour_runs_from_raw_text_to_a_served_demo(tmp_path):
         demo.wait(timeout=30)
 
 
-@pytest.mark.parametrize(
-    "name", ["pretraining.md", "finetuning.md", "export.md", "serving.md", "benchmarks.md", "architecture.md"]
-)
-def test_docs_the_readme_links_exist(name):
-    assert f"docs/{name}" in (REPO / "README.md").read_text(encoding="utf-8")
-    assert (REPO / "docs" / name).is_file()
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def command_lines() -> list[tuple[Path, str]]:
+    """Every `rtoolkit ...` (or `-m rtoolkit.cli ...`) command the docs show: code-block lines (continuations joined)
+    and inline code spans."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if re.search(r"(^|\s)(rtoolkit|-m rtoolkit\.cli) [a-z]", line) and "python -c" not in line:
+                    found.append((doc, line))
+        for span in re.findall(r"`(rtoolkit [a-z][^`]*)`", text):
+            found.append((doc, span))
+    return found
+
+
+def _resolve(argv: list[str]):
+    """The click command an argv names (e.g. ["predict", "fill-mask", ...]) and the arguments after it."""
+    import click
+
+    from rtoolkit.cli import main
+
+    command, rest = main, list(argv)
+    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        command, rest = command.commands[rest[0]], rest[1:]
+    return command, rest
+
+
+def test_every_command_in_the_readme_tables_is_a_real_command():
+    from click.testing import CliRunner
+
+    from rtoolkit.cli import main
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^\| `rtoolkit ([a-z-]+)", table, re.M)
+    assert len(named) >= 10
+    listing = CliRunner().invoke(main, ["--help"]).output
+    for name in named:
+        assert re.search(rf"^\s+{name}\s", listing, re.M), (
+            f"{name} is in README's table but not in rtoolkit --help"
+        )
+
+
+def test_every_flag_the_docs_give_a_command_exists_on_it():
+    lines = command_lines()
+    assert len(lines) > 30
+    checked = 0
+    for doc, line in lines:
+        command_text = line.replace("\\|", "/").split(" | ")[0].replace("...", "")  # a shell pipe ends it
+        argv = [a.split("/")[0] if not a.startswith(("/", ".")) else a for a in shlex.split(command_text)]
+        start = argv.index("rtoolkit.cli") + 1 if "rtoolkit.cli" in argv else argv.index("rtoolkit") + 1
+        command, rest = _resolve(argv[start:])
+        if command.name == "main":
+            continue  # `rtoolkit --help` and the like
+        options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for flag in (a.split("=")[0] for a in rest if a.startswith("--")):
+            assert flag in options, (
+                f"{doc.name}: `{line}` gives {flag}, which `rtoolkit {command.name}` does not have"
+            )
+            checked += 1
+    assert checked > 80

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from rtoolkit.cli import main
+from rtoolkit.data.corpus import TokenSplit, iter_documents
 from rtoolkit.model import RobertaForMaskedLM
 from rtoolkit.tokenizer import Tokenizer
 from rtoolkit.train import pretrain as pretrain_module
@@ -207,9 +210,21 @@ def test_no_data_prepares_the_bundled_sample(tmp_path):
     )
     meta = json.loads((out / "sample" / "data" / "meta.json").read_text())
     assert meta["vocab_size"] == 8192 and meta["splits"]["valid"]["tokens"] > 0
-    assert len(meta["inputs"]) == len(pretrain_module.sample_files()) >= 2
-    sample_bytes = sum(f.stat().st_size for f in pretrain_module.sample_files())
-    assert 1_000_000 <= sample_bytes <= 2_000_000
+    books = pretrain_module.sample_files()
+    assert (
+        sorted(Path(i["path"]).name for i in meta["inputs"]) == sorted(b.name for b in books)
+        and len(books) >= 2
+    )
+    # Every book reached the corpus: the first paragraph of each, tokenized by the run's tokenizer, is found in the
+    # token files, and the tokenizer gives its text back.
+    tokenizer = Tokenizer.from_pretrained(final)
+    stream = np.concatenate([TokenSplit.open(out / "sample" / "data", s).tokens for s in ("train", "valid")])
+    for book in books:
+        paragraph = next(text for text, _ in iter_documents(book) if len(text) > 200)
+        ids = tokenizer.encode(paragraph, max_length=None, add_special_tokens=False)
+        assert tokenizer.decode(ids) == paragraph
+        window = np.lib.stride_tricks.sliding_window_view(stream, 16)
+        assert (window == np.asarray(ids[1:17])).all(axis=1).any(), book.name
     assert RobertaForMaskedLM.from_pretrained(final).config.num_hidden_layers == 2
 
 
