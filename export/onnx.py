@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from rtoolkit.export.spec import (
-    ARCHITECTURE_TASKS,
     DYNAMIC_AXES,
     HEAD_PREFIXES,
     INPUT_NAMES,
@@ -38,6 +37,7 @@ from torch import nn
 from rtoolkit.checkpoint import CheckpointError, load_state_dict, load_weights, resolve_model_dir
 from rtoolkit.config import CONFIG_NAME, RobertaConfig
 from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+from rtoolkit.runtime.artifacts import folder_task
 from rtoolkit.tokenizer import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
@@ -81,18 +81,8 @@ class OnnxWrapper(nn.Module):
 
 
 def detect_task(model_dir: str | os.PathLike, *, state_keys: Sequence[str] | None = None) -> str:
-    """The task a model folder was saved for: config.json `architectures`, else the heads in its weights."""
-    folder = Path(model_dir)
-    config = RobertaConfig.from_pretrained(folder)
-    for arch in config.architectures or []:
-        if arch in ARCHITECTURE_TASKS:
-            return ARCHITECTURE_TASKS[arch]
-    keys = state_keys if state_keys is not None else list(load_state_dict(folder))
-    if any(k.startswith("lm_head.") for k in keys):
-        return "fill-mask"
-    if any(k.startswith("classifier.") for k in keys):
-        return "classification"
-    return "embedding"
+    """The task a model folder was saved for (rtoolkit.runtime.artifacts.folder_task)."""
+    return folder_task(model_dir, state_keys=list(state_keys) if state_keys is not None else None)
 
 
 def load_for_task(model_dir: str | os.PathLike, task: str = "auto") -> tuple[nn.Module, str]:

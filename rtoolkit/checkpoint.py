@@ -214,6 +214,25 @@ def load_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{folder} has no weights: expected {WEIGHTS_NAME} (or {LEGACY_WEIGHTS_NAME})")
 
 
+def weight_names(folder: str | os.PathLike) -> list[str]:
+    """Tensor names of a model folder, read from the safetensors headers (no weights loaded) when possible."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).is_file():
+        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
+            return list(f.keys())
+    if (folder / WEIGHTS_INDEX_NAME).is_file():
+        index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text(encoding="utf-8"))
+        return list(index.get("weight_map", {}))
+    return list(load_state_dict(folder))
+
+
+def has_weights(folder: str | os.PathLike) -> bool:
+    """The folder holds model weights (safetensors, sharded safetensors or a legacy .bin)."""
+    return any((Path(folder) / n).is_file() for n in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, LEGACY_WEIGHTS_NAME))
+
+
 # --------------------------------------------------------------------------------------------- save / load
 def save_model(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None) -> Path:
     """Write a Hugging Face model folder atomically: config.json, model.safetensors and the tokenizer files."""

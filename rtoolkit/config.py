@@ -14,10 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu", "swish", "tanh")
+# hidden_act name (Hugging Face's names) -> function; the model looks its activation up here.
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
 _PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 # Keys Hugging Face writes that carry no meaning for this encoder; accepted and dropped silently.
 _IGNORED_HF_KEYS = {
@@ -193,9 +206,9 @@ class RobertaConfig:
             raise ConfigError(
                 f"classifier_dropout must be in [0, 1) or null, got {self.classifier_dropout!r}"
             )
-        if self.hidden_act not in _ACTIVATIONS:
+        if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
-                f"hidden_act {self.hidden_act!r} is not supported; choose one of {_ACTIVATIONS}"
+                f"hidden_act {self.hidden_act!r} is not supported; choose one of {tuple(ACTIVATIONS)}"
             )
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)

@@ -18,24 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtoolkit.config import RobertaConfig
+from rtoolkit.config import ACTIVATIONS, RobertaConfig
 
 logger = logging.getLogger(__name__)
 
 # Added to attention scores of padded keys. Finite (not finfo.min) so fp16/bf16 graphs never produce -inf - -inf.
 MASK_FILL = -1e4
-IGNORE_INDEX = -100
-
-_ACT2FN = {
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
+IGNORE_INDEX = -100  # label of positions that are not predicted (not a token id: id 0 is <s>)
 
 
 @dataclass
@@ -155,18 +144,23 @@ class RobertaIntermediate(nn.Module):
     def __init__(self, config: RobertaConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = _ACT2FN[config.hidden_act]
+        self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.dense(x))  # (B, T, intermediate_size)
 
 
-class RobertaOutput(RobertaSelfOutput):
-    """FFN down-projection + residual + LayerNorm (same shape as the attention output block)."""
+class RobertaOutput(nn.Module):
+    """FFN down-projection + residual + LayerNorm."""
 
     def __init__(self, config: RobertaConfig):
-        super().__init__(config)
+        super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)  # post-LN
 
 
 class RobertaLayer(nn.Module):
@@ -233,8 +227,6 @@ class PreTrainedMixin:
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        if isinstance(self, RobertaForMaskedLM):
-            nn.init.zeros_(self.lm_head.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared (tied) parameters counted once
@@ -243,13 +235,14 @@ class PreTrainedMixin:
 class RobertaModel(PreTrainedMixin, nn.Module):
     """The bare encoder: (B, T) token ids -> (B, T, H) hidden states."""
 
-    def __init__(self, config: RobertaConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: RobertaConfig, add_pooling_layer: bool = True, *, initialize: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = RobertaEmbeddings(config)
         self.encoder = RobertaEncoder(config)
         self.pooler = RobertaPooler(config) if add_pooling_layer else None
-        self.init_weights()
+        if initialize:  # a task model initialises everything once, heads included
+            self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
         check_input_ids(input_ids, self.config)
@@ -320,7 +313,7 @@ class RobertaForMaskedLM(PreTrainedMixin, nn.Module):
     def __init__(self, config: RobertaConfig):
         super().__init__()
         self.config = config
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.roberta = RobertaModel(config, add_pooling_layer=False, initialize=False)
         self.lm_head = RobertaLMHead(config)
         self.lm_head.decoder.weight = self.roberta.embeddings.word_embeddings.weight  # tied
         self.init_weights()
@@ -347,7 +340,7 @@ class RobertaForSequenceClassification(PreTrainedMixin, nn.Module):
     def __init__(self, config: RobertaConfig):
         super().__init__()
         self.config = config
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.roberta = RobertaModel(config, add_pooling_layer=False, initialize=False)
         self.classifier = RobertaClassificationHead(config)
         self.init_weights()
 

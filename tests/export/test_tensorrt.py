@@ -20,7 +20,7 @@ from rtoolkit.export.tensorrt import (
     write_timing_cache,
 )
 
-from rtoolkit.predictor import _artifacts, _read_manifest, _runnable_engines
+from rtoolkit.runtime.backends import artifact_files, read_manifest, runnable_engines
 from rtoolkit.runtime.tensorrt import MachineTag, tag_mismatch
 
 
@@ -138,7 +138,7 @@ def test_tensorrt_11_networks_need_no_flag():
 
 def test_predictor_skips_engines_from_another_gpu_with_one_warning(exported, tmp_path, monkeypatch, caplog):
     """An export folder moved to another GPU: its engines are skipped (ONNX serves) with one warning saying why."""
-    import rtoolkit.predictor as predictor
+    import rtoolkit.runtime.backends as backends
 
     folder = shutil.copytree(exported["classification"], tmp_path / "moved")
     manifest = json.loads((folder / "export_manifest.json").read_text())
@@ -151,16 +151,16 @@ def test_predictor_skips_engines_from_another_gpu_with_one_warning(exported, tmp
     (folder / "export_manifest.json").write_text(
         json.dumps({**manifest, "artifacts": manifest["artifacts"] + engines})
     )
-    found = [a for a in _artifacts(folder, _read_manifest(folder)) if a.format == "tensorrt"]
+    found = [a for a in artifact_files(folder, read_manifest(folder)) if a.format == "tensorrt"]
     assert [a.details["gpu"] for a in found] == ["NVIDIA A100-SXM4-80GB"] * 2
-    monkeypatch.setattr(predictor, "_machine_tag", lambda device: H100)  # this machine: an H100
+    monkeypatch.setattr(backends, "machine_tag_for", lambda device: H100)  # this machine: an H100
     with caplog.at_level(logging.WARNING, logger="rtoolkit.predictor"):
-        assert _runnable_engines(found, "cuda", folder) == []
+        assert runnable_engines(found, "cuda", folder) == []
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "a.engine (and 1 more engine(s))" in warnings[0].getMessage()
     assert "NVIDIA A100-SXM4-80GB" in warnings[0].getMessage() and "NVIDIA H100" in warnings[0].getMessage()
     found[1] = found[1].__class__(**{**found[1].__dict__, "details": H100.to_dict()})
-    assert _runnable_engines(found, "cuda", folder) == [found[1]]
+    assert runnable_engines(found, "cuda", folder) == [found[1]]
 
 
 @gpu
