@@ -1,4 +1,9 @@
-"""Batch plans that keep padding out of the hot path, and the collation that drops a mask nobody needs.
+"""Batch plans and collators: how examples become the batches a training step gets.
+
+Masked-LM pretraining: `MlmCollator` masks and pads blocks (rtoolkit.data.masking), `StepBatches` gives each
+process its share of a global batch as micro-batches (`shard`, `micro_batches`), `mlm_eval_batches` fixes the
+held-out batches. Finetuning: `length_grouped_batches` / `random_batches` plan an epoch, `collate_classification`
+pads rows of token ids.
 
     plan = length_grouped_batches(lengths, batch_size=32, seed=1, epoch=0)   # [[row, ...], ...] one per step
     batch = drop_unneeded_mask(tokenizer.pad([ids[r] for r in plan[0]]))   # no attention_mask: no padding
@@ -14,10 +19,18 @@ calls scaled_dot_product_attention with `attn_mask=None`, which lets CUDA use th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from rtoolkit.data.corpus import BlockDataset, Item
+from rtoolkit.data.masking import MaskingConfig, collate_masked, sequence_seed
+from rtoolkit.tokenizer import Tokenizer
+
+T = TypeVar("T")
+EVAL_EPOCH = -1  # mask key of the fixed evaluation masks (never an epoch)
 
 
 def length_grouped_batches(
@@ -76,4 +89,172 @@ def drop_unneeded_mask(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return batch
 
 
-__all__ = ["drop_unneeded_mask", "length_grouped_batches", "padding_fraction", "random_batches"]
+def collate_classification(
+    tokenizer: Tokenizer, ids: Sequence[Sequence[int]], labels: Sequence[float] | Sequence[int] | None
+) -> dict[str, torch.Tensor]:
+    """Pad to the longest row: {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B,) long or float};
+    a batch whose rows have one length carries no attention_mask (no padding: flash-eligible attention)."""
+    batch = drop_unneeded_mask(tokenizer.pad(ids))
+    if labels is not None:
+        dtype = torch.float32 if labels and isinstance(labels[0], float) else torch.long
+        batch["labels"] = torch.tensor(list(labels), dtype=dtype)
+    return batch
+
+
+def sorted_batches(
+    tokenizer: Tokenizer, ids: list[list[int]], labels: Sequence[Any] | None, batch_size: int
+) -> tuple[list[int], Iterator[dict[str, torch.Tensor]]]:
+    """Batches of rows sorted by length (little padding); returns the row order and the batch iterator."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+
+    def batches() -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            yield collate_classification(
+                tokenizer, [ids[i] for i in rows], [labels[i] for i in rows] if labels else None
+            )
+
+    return order, batches()
+
+
+def epoch_plan(
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    min_rows: int = 1,
+) -> list[list[int]]:
+    """The training batches (row indices) of one finetuning epoch, a pure function of its arguments (exact resume)."""
+    if group_by_length:
+        return length_grouped_batches(
+            lengths, batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows
+        )
+    return random_batches(len(lengths), batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows)
+
+
+# ------------------------------------------------------------------------------------------ masked-LM batches
+def shard(items: Sequence[T], rank: int, world_size: int) -> Sequence[T]:
+    """Process `rank`'s contiguous slice of a global batch (sizes differ by at most one between processes)."""
+    n = len(items)
+    if n < world_size:
+        raise ValueError(
+            f"a global batch of {n} sequences cannot be split over {world_size} processes; "
+            f"use a batch size of at least {world_size}"
+        )
+    return items[rank * n // world_size : (rank + 1) * n // world_size]
+
+
+def micro_batches(
+    items: list[Item], lengths: np.ndarray, *, micro_batch_size: int, seq_len: int
+) -> list[list[Item]]:
+    """Split this rank's items into micro-batches of at most micro_batch_size * seq_len padded tokens."""
+    budget = micro_batch_size * seq_len
+    out: list[list[Item]] = []
+    current: list[Item] = []
+    longest = 0
+    for item in items:
+        length = int(lengths[item.block])
+        if current and (len(current) + 1) * max(longest, length) > budget:
+            out.append(current)
+            current, longest = [], 0
+        current.append(item)
+        longest = max(longest, length)
+    if current:
+        out.append(current)
+    return out
+
+
+class MlmCollator:
+    """Blocks + per-sequence seeds -> a masked, padded batch dict (see rtoolkit.data.masking.collate_masked)."""
+
+    def __init__(self, blocks: BlockDataset, tokenizer: Tokenizer, *, seed: int, masking: MaskingConfig):
+        self.blocks, self.seed, self.masking = blocks, seed, masking
+        self.pad, self.mask, self.specials = (
+            tokenizer.pad_token_id,
+            tokenizer.mask_token_id,
+            tokenizer.special_ids,
+        )
+        self.vocab_size = tokenizer.vocab_size
+        self.word_starts = tokenizer.word_starts() if masking.whole_word else None
+
+    def __call__(self, items: list[Item]) -> dict[str, torch.Tensor]:
+        return collate_masked(
+            [self.blocks[it.block] for it in items],
+            [sequence_seed(self.seed, it.mask_key, it.block) for it in items],
+            pad_token_id=self.pad,
+            mask_token_id=self.mask,
+            special_ids=self.specials,
+            vocab_size=self.vocab_size,
+            config=self.masking,
+            word_starts=self.word_starts,
+        )
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Global batch i -> this rank's masked micro-batches; a map-style dataset so DataLoader workers can prefetch."""
+
+    def __init__(
+        self,
+        plan: list[list[Item]],
+        collate: MlmCollator,
+        lengths: np.ndarray,
+        *,
+        rank: int,
+        world_size: int,
+        micro_batch_size: int,
+        seq_len: int,
+    ):
+        self.plan, self.collate, self.lengths = plan, collate, lengths
+        self.rank, self.world_size = rank, world_size
+        self.micro_batch_size, self.seq_len = micro_batch_size, seq_len
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> list[dict[str, Any]]:
+        mine = list(shard(self.plan[i], self.rank, self.world_size))
+        parts = micro_batches(
+            mine, self.lengths, micro_batch_size=self.micro_batch_size, seq_len=self.seq_len
+        )
+        return [self.collate(items) for items in parts]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def mlm_eval_batches(
+    blocks: BlockDataset,
+    collate: MlmCollator,
+    *,
+    max_blocks: int,
+    micro_batch_size: int,
+    rank: int,
+    world_size: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Fixed held-out batches: up to max_blocks blocks spread evenly, masks keyed on EVAL_EPOCH (never change)."""
+    n = len(blocks)
+    picks = np.unique(np.linspace(0, n - 1, num=min(n, max_blocks)).round().astype(np.int64)) if n else []
+    items = [Item(block=int(b), mask_key=EVAL_EPOCH) for b in picks]
+    if len(items) < world_size:
+        return []
+    mine = list(shard(items, rank, world_size))
+    return [collate(mine[i : i + micro_batch_size]) for i in range(0, len(mine), micro_batch_size)]
+
+
+__all__ = [
+    "EVAL_EPOCH",
+    "MlmCollator",
+    "StepBatches",
+    "collate_classification",
+    "epoch_plan",
+    "sorted_batches",
+    "drop_unneeded_mask",
+    "length_grouped_batches",
+    "micro_batches",
+    "mlm_eval_batches",
+    "padding_fraction",
+    "random_batches",
+    "shard",
+]

@@ -646,7 +646,105 @@ def write_predictions(
     return out
 
 
+# ---------------------------------------------------------------------------------------- a task's data
+@dataclass
+class TaskData:
+    """Training rows, the labelled evaluation splits, the test splits and how to score them."""
+
+    train: TextDataset | None
+    evals: dict[str, TextDataset]
+    tests: dict[str, TextDataset]
+    space: LabelSpace
+    metrics: tuple[str, ...]
+    main_metric: str
+    task: GlueTask | None = None
+
+    @property
+    def main_key(self) -> str:
+        """metrics.jsonl key of the metric that picks best/, e.g. `dev/accuracy`."""
+        return f"{next(iter(self.evals))}/{self.main_metric}"
+
+
+def first_rows(data: TextDataset, n: int | None) -> TextDataset:
+    """The first `n` rows of a dataset (all of it for None)."""
+    if n is None or n >= len(data):
+        return data
+    return TextDataset(
+        texts=data.texts[:n],
+        pairs=data.pairs[:n] if data.pairs is not None else None,
+        labels=data.labels[:n] if data.labels is not None else None,
+        ids=data.ids[:n],
+        lines=data.lines[:n],
+        source=data.source,
+    )
+
+
+def custom_metrics(space: LabelSpace) -> tuple[str, ...]:
+    """What custom data is scored with: Pearson/Spearman (regression), accuracy/F1 (two labels), accuracy/MCC."""
+    if space.is_regression:
+        return ("pearson", "spearman")
+    return ("accuracy", "f1") if space.num_labels == 2 else ("accuracy", "mcc")
+
+
+def load_task_data(
+    *,
+    task: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    train_file: str | os.PathLike | None = None,
+    validation_file: str | os.PathLike | None = None,
+    test_file: str | os.PathLike | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    regression: bool = False,
+    data_format: str | None = None,
+    predict: bool = False,
+    main_metric: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    train: bool = True,
+) -> TaskData:
+    """Read a GLUE task's (or custom files') training, evaluation and, with `predict`, test data."""
+    glue_task = None
+    if task is not None:
+        glue_task = get_task(task)
+        train_data = read_glue(glue_task, data_dir, "train") if train else None
+        evals = {s: read_glue(glue_task, data_dir, s) for s in glue_task.eval_splits}
+        tests = {s: read_glue(glue_task, data_dir, s) for s in glue_task.test_splits} if predict else {}
+        space, metrics, main = glue_task.label_space(), glue_task.metrics, glue_task.main_metric
+    else:
+        columns = dict(
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            fmt=data_format,
+        )
+        train_rows = read_rows(train_file, **columns)
+        space = infer_label_space(train_rows, regression=True if regression else None)
+        train_data = encode_rows(train_rows, space) if train else None
+        evals = {"dev": encode_rows(read_rows(validation_file, **columns), space)}
+        tests = {}
+        if predict:
+            if test_file is None:
+                raise ValueError("--predict with custom data needs a test file")
+            tests = {"test": encode_rows(read_rows(test_file, require_label=False, **columns), space)}
+        metrics = custom_metrics(space)
+        main = metrics[0]
+    if main_metric is not None:
+        if main_metric not in metrics:
+            raise ValueError(f"main metric {main_metric!r} is not reported here; choose one of {metrics}")
+        main = main_metric
+    if train_data is not None:
+        train_data = first_rows(train_data, max_train_samples)
+    evals = {k: first_rows(v, max_eval_samples) for k, v in evals.items()}
+    return TaskData(train_data, evals, tests, space, tuple(metrics), main, glue_task)
+
+
 __all__ = [
+    "TaskData",
+    "custom_metrics",
+    "first_rows",
+    "load_task_data",
     "DataError",
     "GlueTask",
     "GLUE_TASKS",

@@ -159,15 +159,9 @@ def broadcast_object(obj: T, info: DistInfo) -> T:
 
 def shard(items: Sequence[T], info: DistInfo) -> Sequence[T]:
     """This rank's contiguous slice of a global batch (sizes differ by at most one between ranks)."""
-    n = len(items)
-    if n < info.world_size:
-        raise ValueError(
-            f"a global batch of {n} sequences cannot be split over {info.world_size} processes; "
-            f"use a batch size of at least {info.world_size}"
-        )
-    start = info.rank * n // info.world_size
-    stop = (info.rank + 1) * n // info.world_size
-    return items[start:stop]
+    from rtoolkit.data.batching import shard as shard_items
+
+    return shard_items(items, info.rank, info.world_size)
 
 
 def compile_model(model: nn.Module, *, backend: str = "inductor", mode: str | None = None) -> nn.Module:

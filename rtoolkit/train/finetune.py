@@ -16,39 +16,15 @@ import dataclasses
 import json
 import logging
 import math
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from rtoolkit.checkpoint import (
-    CheckpointError,
-    atomic_write_bytes,
-    load_state_dict,
-    load_weights,
-    resolve_model_dir,
-    save_model,
-)
-from rtoolkit.config import RobertaConfig
-from rtoolkit.data.batching import drop_unneeded_mask, length_grouped_batches, random_batches
-from rtoolkit.data.glue import (
-    DataError,
-    GlueTask,
-    LabelSpace,
-    TextDataset,
-    encode_rows,
-    get_task,
-    infer_label_space,
-    read_glue,
-    read_rows,
-    write_glue_submission,
-    write_predictions,
-)
-from rtoolkit.model import RobertaForSequenceClassification
+from rtoolkit.checkpoint import CheckpointError, atomic_write_bytes, save_model
+from rtoolkit.data.batching import collate_classification, epoch_plan, sorted_batches
+from rtoolkit.data.glue import TaskData, get_task, load_task_data
 from rtoolkit.tokenizer import Tokenizer
 from rtoolkit.train.distributed import (
     DistInfo,
@@ -59,14 +35,22 @@ from rtoolkit.train.distributed import (
     unwrap_model,
     wrap_model,
 )
+from rtoolkit.train.evaluation import (
+    evaluate_model,
+    load_classifier,
+    load_tokenizer,
+    predict,
+    predictions_from_logits,
+    resolve_precision,
+    score_split,
+    write_test_predictions,
+)
 from rtoolkit.train.loop import (
     PRECISIONS,
     MetricsWriter,
     TrainingDiverged,
-    autocast,
     clear_run,
     earlier_run,
-    evaluate,
     latest_checkpoint,
     make_grad_scaler,
     progress_bar,
@@ -77,7 +61,6 @@ from rtoolkit.train.loop import (
     train_step,
     write_run_config,
 )
-from rtoolkit.train.metrics import REGRESSION_METRICS, compute_metrics
 from rtoolkit.train.optim import build_optimizer, linear_schedule, warmup_from_ratio
 
 logger = logging.getLogger(__name__)
@@ -229,245 +212,31 @@ class FinetuneConfig:
         return dataclasses.replace(self, **values)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 on a CUDA device that supports it, fp32 otherwise."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
 # --------------------------------------------------------------------------------------------------- data
-@dataclass
-class FinetuneData:
-    """Training rows, the labelled evaluation splits, the test splits and how to score them."""
-
-    train: TextDataset | None
-    evals: dict[str, TextDataset]
-    tests: dict[str, TextDataset]
-    space: LabelSpace
-    metrics: tuple[str, ...]
-    main_metric: str
-    task: GlueTask | None = None
-
-    @property
-    def main_key(self) -> str:
-        """metrics.jsonl key of the metric that picks best/, e.g. `dev/accuracy`."""
-        return f"{next(iter(self.evals))}/{self.main_metric}"
+FinetuneData = TaskData  # the older name
 
 
-def _head(data: TextDataset, n: int | None) -> TextDataset:
-    if n is None or n >= len(data):
-        return data
-    return TextDataset(
-        texts=data.texts[:n],
-        pairs=data.pairs[:n] if data.pairs is not None else None,
-        labels=data.labels[:n] if data.labels is not None else None,
-        ids=data.ids[:n],
-        lines=data.lines[:n],
-        source=data.source,
-    )
-
-
-def _custom_metrics(space: LabelSpace) -> tuple[str, ...]:
-    if space.is_regression:
-        return REGRESSION_METRICS
-    return ("accuracy", "f1") if space.num_labels == 2 else ("accuracy", "mcc")
-
-
-def load_finetune_data(config: FinetuneConfig, *, train: bool = True) -> FinetuneData:
+def load_finetune_data(config: FinetuneConfig, *, train: bool = True) -> TaskData:
     """Read the task's (or the custom files') training, evaluation and, with `config.predict`, test data."""
-    if config.task is not None:
-        task = get_task(config.task)
-        train_data = read_glue(task, config.data_dir, "train") if train else None
-        evals = {s: read_glue(task, config.data_dir, s) for s in task.eval_splits}
-        tests = {s: read_glue(task, config.data_dir, s) for s in task.test_splits} if config.predict else {}
-        space, metrics, main = task.label_space(), task.metrics, task.main_metric
-    else:
-        task = None
-        columns = dict(
-            text_column=config.text_column,
-            text_pair_column=config.text_pair_column,
-            label_column=config.label_column,
-            fmt=config.data_format,
-        )
-        train_rows = read_rows(config.train_file, **columns)
-        space = infer_label_space(train_rows, regression=True if config.regression else None)
-        train_data = encode_rows(train_rows, space) if train else None
-        evals = {"dev": encode_rows(read_rows(config.validation_file, **columns), space)}
-        tests = {}
-        if config.predict:
-            if config.test_file is None:
-                raise ValueError("--predict with custom data needs a test file")
-            tests = {"test": encode_rows(read_rows(config.test_file, require_label=False, **columns), space)}
-        metrics = _custom_metrics(space)
-        main = metrics[0]
-    if config.main_metric is not None:
-        if config.main_metric not in metrics:
-            raise ValueError(
-                f"main metric {config.main_metric!r} is not reported here; choose one of {metrics}"
-            )
-        main = config.main_metric
-    if train_data is not None:
-        train_data = _head(train_data, config.max_train_samples)
-    evals = {k: _head(v, config.max_eval_samples) for k, v in evals.items()}
-    return FinetuneData(train_data, evals, tests, space, tuple(metrics), main, task)
+    return load_task_data(
+        task=config.task, data_dir=config.data_dir, train_file=config.train_file,
+        validation_file=config.validation_file, test_file=config.test_file, text_column=config.text_column,
+        text_pair_column=config.text_pair_column, label_column=config.label_column, regression=config.regression,
+        data_format=config.data_format, predict=config.predict, main_metric=config.main_metric,
+        max_train_samples=config.max_train_samples, max_eval_samples=config.max_eval_samples, train=train,
+    )  # fmt: skip
 
 
-def encode(tokenizer: Tokenizer, data: TextDataset, max_length: int) -> list[list[int]]:
+def encode(tokenizer: Tokenizer, data, max_length: int) -> list[list[int]]:
     """Token ids of every row (`<s> A </s>` or `<s> A </s></s> B </s>`), truncated to `max_length`."""
     return tokenizer.encode_batch(data.texts, data.pairs, max_length=max_length)
 
 
-def collate(
-    tokenizer: Tokenizer, ids: Sequence[Sequence[int]], labels: Sequence[float] | Sequence[int] | None
-) -> dict[str, torch.Tensor]:
-    """Pad to the longest row: {"input_ids": (B, T), "attention_mask": (B, T), "labels": (B,) long or float};
-    a batch whose rows have one length carries no attention_mask (no padding: flash-eligible attention)."""
-    batch = drop_unneeded_mask(tokenizer.pad(ids))
-    if labels is not None:
-        dtype = torch.float32 if labels and isinstance(labels[0], float) else torch.long
-        batch["labels"] = torch.tensor(list(labels), dtype=dtype)
-    return batch
+collate = collate_classification  # the older names
+eval_batches = sorted_batches
 
 
-def eval_batches(
-    tokenizer: Tokenizer, ids: list[list[int]], labels: Sequence[Any] | None, batch_size: int
-) -> tuple[list[int], Iterator[dict[str, torch.Tensor]]]:
-    """Batches of rows sorted by length (little padding); returns the row order and the batch iterator."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-
-    def batches() -> Iterator[dict[str, torch.Tensor]]:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            yield collate(tokenizer, [ids[i] for i in rows], [labels[i] for i in rows] if labels else None)
-
-    return order, batches()
-
-
-def predictions_from_logits(logits: torch.Tensor, space: LabelSpace) -> np.ndarray:
-    """(N, C) logits -> (N,) label ids, or (N, 1) -> (N,) floats for regression."""
-    return logits[:, 0].numpy() if space.is_regression else logits.argmax(dim=-1).numpy()
-
-
-# ----------------------------------------------------------------------------------------------- scoring
-def score_split(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    data: TextDataset,
-    *,
-    space: LabelSpace,
-    metrics: Sequence[str],
-    max_length: int,
-    batch_size: int = 64,
-    precision: str = "fp32",
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Loss and metrics of `model` on a labelled split: {"loss": ..., "accuracy": ..., ...}."""
-    if data.labels is None:
-        raise DataError(f"{data.source}: has no labels to evaluate against")
-    ids = encode(tokenizer, data, max_length)
-    _, batches = eval_batches(tokenizer, ids, data.labels, batch_size)
-    result = evaluate(model, batches, precision=precision, device=device, return_logits=True)
-    preds = predictions_from_logits(result.logits, space)
-    gold = result.labels.numpy()
-    return {"loss": result.loss, **compute_metrics(metrics, preds, gold)}
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    data: TextDataset,
-    *,
-    space: LabelSpace,
-    max_length: int,
-    batch_size: int = 64,
-    precision: str = "fp32",
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Predictions for every row of `data`, in its order: (N,) label ids, or floats for regression."""
-    ids = encode(tokenizer, data, max_length)
-    order, batches = eval_batches(tokenizer, ids, None, batch_size)
-    model.eval()
-    chunks = []
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(precision, device):
-            chunks.append(model(**batch).logits.float().cpu())
-    preds = predictions_from_logits(torch.cat(chunks), space)
-    out = np.empty_like(preds)
-    out[np.asarray(order)] = preds
-    return out
-
-
-# ------------------------------------------------------------------------------------------------- model
-def load_classifier(
-    model_dir: str | os.PathLike, space: LabelSpace, *, dropout: float | None = None
-) -> RobertaForSequenceClassification:
-    """A sequence classifier for `space` on the encoder in `model_dir`.
-
-    The classifier head is kept when the folder has one of the same shape (continued finetuning) and freshly
-    initialised otherwise (a pretrained encoder, or a head trained for another label set).
-    """
-    folder = resolve_model_dir(model_dir)
-    base = RobertaConfig.from_pretrained(folder)
-    data = base.to_dict()
-    for key in ("id2label", "label2id", "architectures"):
-        data.pop(key, None)
-    data.update(
-        num_labels=space.num_labels,
-        problem_type="regression" if space.is_regression else "single_label_classification",
-    )
-    if space.id2label is not None:
-        data["id2label"] = space.id2label
-    if dropout is not None:
-        data.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    config = RobertaConfig.from_dict(data)
-    model = RobertaForSequenceClassification(config)
-    state = load_state_dict(folder)
-    own = model.state_dict()
-    stale = [
-        k for k, v in state.items() if k.startswith("classifier.") and k in own and own[k].shape != v.shape
-    ]
-    if stale:
-        logger.info("%s: classifier head has another label count; starting a new head", folder)
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    fresh = load_weights(model, state, source=str(folder))
-    if fresh:
-        logger.info("new classification head with %d outputs", space.num_labels)
-    return model
-
-
-def load_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None) -> Tokenizer:
-    folder = Path(tokenizer_dir) if tokenizer_dir is not None else resolve_model_dir(model_dir)
-    try:
-        return Tokenizer.from_pretrained(folder)
-    except ValueError as exc:
-        if tokenizer_dir is None:
-            raise CheckpointError(f"{exc}; pass the tokenizer folder explicitly (--tokenizer)") from None
-        raise
-
-
-# --------------------------------------------------------------------------------------------------- loop
-def epoch_plan(
-    lengths: Sequence[int],
-    *,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    group_by_length: bool,
-    min_rows: int = 1,
-) -> list[list[int]]:
-    """The training batches (row indices) of one epoch, a pure function of its arguments so resume is exact."""
-    if group_by_length:
-        return length_grouped_batches(
-            lengths, batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows
-        )
-    return random_batches(len(lengths), batch_size=batch_size, seed=seed, epoch=epoch, min_rows=min_rows)
-
-
+# --------------------------------------------------------------------------------------------------- the run
 # What a run writes into OUT: an OUT holding any of them holds an earlier run.
 RUN_FILES = (
     "checkpoints",
@@ -497,19 +266,47 @@ def _check_out_dir(out: Path, resume_run: bool, overwrite: bool) -> Path | None:
     return None
 
 
+@dataclass
+class FinetuneRun:
+    """What `setup` builds and `fit` trains; `step` and `best` are the progress a checkpoint saves."""
+
+    cfg: FinetuneConfig
+    info: DistInfo
+    out: Path
+    precision: str
+    data: TaskData
+    tokenizer: Tokenizer
+    max_length: int
+    train_ids: list[list[int]]
+    steps_per_epoch: int
+    total_steps: int
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"step": None, "value": -math.inf, "metrics": None})
+    metrics: MetricsWriter | None = None
+    plans: dict[int, list[list[int]]] = field(default_factory=dict)  # epoch -> its batches, made once
+
+    @property
+    def plain(self) -> torch.nn.Module:
+        return unwrap_model(self.model)
+
+
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Train, evaluate each epoch (and every `eval_every` steps), keep best/ and final/; returns eval_results."""
     cfg = config.resolved()
-    out = Path(cfg.out)
     info = init_distributed(cfg.device)
     try:
-        return _finetune(cfg, out, info)
+        return fit(setup(cfg, info))
     finally:
         cleanup_distributed(info)
 
 
-def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
-    device = info.device
+def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
+    """Check OUT, read and encode the data, build the classifier, optimizer and schedule, restore a checkpoint."""
+    out, device = Path(cfg.out), info.device
     precision = resolve_precision(cfg.precision, device)
     if info.is_main:
         recover_run_folder(out, folders=("final", BEST_DIR))
@@ -526,144 +323,158 @@ def _finetune(cfg: FinetuneConfig, out: Path, info: DistInfo) -> dict[str, Any]:
         )
     max_length = min(cfg.max_length, model.config.max_tokens)
     train_ids = encode(tokenizer, data.train, max_length)
-    train_labels = data.train.labels
-
-    batch_size = cfg.batch_size
     n = len(train_ids)
-    lengths = [len(ids) for ids in train_ids]
-    steps_per_epoch = math.ceil(n / batch_size)
-    if info.distributed and n % batch_size and n % batch_size < info.world_size:
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if info.distributed and n % cfg.batch_size and n % cfg.batch_size < info.world_size:
         steps_per_epoch -= 1  # a last batch too small to split over the processes is dropped
-    plans: dict[int, list[list[int]]] = {}  # epoch -> its batches, made once
-
-    def batch_rows(epoch: int, index: int) -> list[int]:
-        if epoch not in plans:
-            plans.clear()
-            plans[epoch] = epoch_plan(
-                lengths, batch_size=batch_size, seed=cfg.seed, epoch=epoch,
-                group_by_length=cfg.group_by_length, min_rows=info.world_size,
-            )  # fmt: skip
-        return plans[epoch][index]
-
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = warmup_from_ratio(total_steps, cfg.warmup_ratio)
-
     model = wrap_model(model.to(device), info)
-    plain = unwrap_model(model)
     optimizer = build_optimizer(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
     )
     scheduler = linear_schedule(optimizer, warmup_steps=warmup, total_steps=total_steps)
-    scaler = make_grad_scaler(precision, device)
-
-    step, best = 0, {"step": None, "value": -math.inf, "metrics": None}
+    run = FinetuneRun(
+        cfg, info, out, precision, data, tokenizer, max_length, train_ids, steps_per_epoch, total_steps, model,
+        optimizer, scheduler, make_grad_scaler(precision, device),
+    )  # fmt: skip
     if start_from is not None:
-        state = resume(start_from, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        step, best = state["step"], state.get("best", best)
+        state = resume(start_from, model=model, optimizer=optimizer, scheduler=scheduler, scaler=run.scaler)
+        run.step, run.best = state["step"], state.get("best", run.best)
     if info.is_main:
         if cfg.overwrite and start_from is None:
             clear_run(out, RUN_FILES)  # every check has passed: only now is the earlier run deleted
         write_run_config(out, {**dataclasses.asdict(cfg), "precision": precision, "total_steps": total_steps})
-    metrics_log = MetricsWriter(out / "metrics.jsonl", truncate_after_step=step) if info.is_main else None
+        run.metrics = MetricsWriter(out / "metrics.jsonl", truncate_after_step=run.step)
     logger.info(
         "finetuning %s on %d rows: %d steps (%d per epoch), batch %d, lr %g, warmup %d, %s on %s",
-        cfg.task or "custom data",
-        n,
-        total_steps,
-        steps_per_epoch,
-        batch_size,
-        cfg.lr,
-        warmup,
-        precision,
+        cfg.task or "custom data", n, total_steps, steps_per_epoch, cfg.batch_size, cfg.lr, warmup, precision,
         device,
+    )  # fmt: skip
+    return run
+
+
+def batch_rows(run: FinetuneRun, epoch: int, index: int) -> list[int]:
+    """The rows (all processes) of step `index` of `epoch`."""
+    if epoch not in run.plans:
+        run.plans.clear()
+        run.plans[epoch] = epoch_plan(
+            [len(ids) for ids in run.train_ids], batch_size=run.cfg.batch_size, seed=run.cfg.seed, epoch=epoch,
+            group_by_length=run.cfg.group_by_length, min_rows=run.info.world_size,
+        )  # fmt: skip
+    return run.plans[epoch][index]
+
+
+def run_evaluation(run: FinetuneRun, *, log: bool = True) -> dict[str, float]:
+    """Loss and metrics on every evaluation split at the current step (into metrics.jsonl with `log`)."""
+    record: dict[str, float] = {}
+    for split, split_data in run.data.evals.items():
+        scores = score_split(
+            run.plain, run.tokenizer, split_data, space=run.data.space, metrics=run.data.metrics,
+            max_length=run.max_length, batch_size=run.cfg.eval_batch_size, precision=run.precision,
+            device=run.info.device,
+        )  # fmt: skip
+        record.update({f"{split}/{k}": v for k, v in scores.items()})
+    if log and run.metrics is not None:
+        run.metrics.write({"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 4), **record})
+    return record
+
+
+def save(run: FinetuneRun) -> None:
+    """A resumable checkpoint at the current step (with the best so far)."""
+    save_checkpoint(
+        run.out, step=run.step, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+        tokenizer=run.tokenizer, extra={"best": run.best}, keep_last=run.cfg.keep_last, dist_info=run.info,
+    )  # fmt: skip
+
+
+def _keep_if_best(run: FinetuneRun, record: dict[str, float]) -> None:
+    value = record[run.data.main_key]
+    if value > run.best["value"]:
+        run.best = {"step": run.step, "value": value, "metrics": record}
+        if run.info.is_main:
+            save_model(run.plain, run.out / BEST_DIR, tokenizer=run.tokenizer)
+        barrier(run.info)
+    logger.info(
+        "step %d: %s (best %.4f at step %s)", run.step, _fmt(record), run.best["value"], run.best["step"]
     )
 
-    def run_eval(epoch: float, *, log: bool = True) -> dict[str, float]:
-        record: dict[str, float] = {}
-        for split, split_data in data.evals.items():
-            scores = score_split(
-                plain, tokenizer, split_data, space=data.space, metrics=data.metrics, max_length=max_length,
-                batch_size=cfg.eval_batch_size, precision=precision, device=device,
-            )  # fmt: skip
-            record.update({f"{split}/{k}": v for k, v in scores.items()})
-        if log and metrics_log is not None:
-            metrics_log.write({"step": step, "epoch": round(epoch, 4), **record})
-        return record
 
-    def checkpoint() -> None:
-        save_checkpoint(
-            out, step=step, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-            tokenizer=tokenizer, extra={"best": best}, keep_last=cfg.keep_last, dist_info=info,
-        )  # fmt: skip
-
-    bar = progress_bar(total_steps, initial=step, desc="finetune", enabled=cfg.progress and info.is_main)
+def fit(run: FinetuneRun) -> dict[str, Any]:
+    """The training loop, top to bottom: step, log, evaluate (keeping best/), save; then final/ and the results."""
+    cfg, info = run.cfg, run.info
+    bar = progress_bar(
+        run.total_steps, initial=run.step, desc="finetune", enabled=cfg.progress and info.is_main
+    )
     last_eval: dict[str, float] | None = None
+    labels = run.data.train.labels
     try:
-        while step < total_steps:
-            epoch, index = divmod(step, steps_per_epoch)
-            rows = list(shard(batch_rows(epoch, index), info))
+        while run.step < run.total_steps:
+            rows = list(shard(batch_rows(run, *divmod(run.step, run.steps_per_epoch)), info))
             size = cfg.micro_batch_size or len(rows)
-            micro = [rows[i : i + size] for i in range(0, len(rows), size)]
             batches = [
-                collate(tokenizer, [train_ids[r] for r in m], [train_labels[r] for r in m]) for m in micro
+                collate(run.tokenizer, [run.train_ids[r] for r in part], [labels[r] for r in part])
+                for part in (rows[i : i + size] for i in range(0, len(rows), size))
             ]
             result = train_step(
-                model, batches, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                precision=precision, clip_norm=cfg.clip_norm, device=device, dist_info=info,
+                run.model, batches, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                precision=run.precision, clip_norm=cfg.clip_norm, device=info.device, dist_info=info,
             )  # fmt: skip
             if not result.finite:
-                last = latest_checkpoint(out)
                 raise TrainingDiverged(
-                    f"step {step + 1}: loss or gradients are not finite (loss {result.loss}); "
-                    f"lower --lr or use fp32. Last good checkpoint: {last or 'none'}"
+                    f"step {run.step + 1}: loss or gradients are not finite (loss {result.loss}); lower --lr or use "
+                    f"fp32. Last good checkpoint: {latest_checkpoint(run.out) or 'none'}"
                 )
-            step += 1
+            run.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
-            if metrics_log is not None and cfg.log_every and (step % cfg.log_every == 0 or step == 1):
-                metrics_log.write(
-                    {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": result.loss,
+            if run.metrics is not None and cfg.log_every and (run.step % cfg.log_every == 0 or run.step == 1):
+                run.metrics.write(
+                    {"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 4), "loss": result.loss,
                      "lr": result.lr, "grad_norm": result.grad_norm}
                 )  # fmt: skip
-            end_of_epoch = step % steps_per_epoch == 0
-            due = end_of_epoch or step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
+            due = (
+                run.step % run.steps_per_epoch == 0
+                or run.step == run.total_steps
+                or (cfg.eval_every and run.step % cfg.eval_every == 0)
+            )
             if due:
-                last_eval = run_eval(step / steps_per_epoch)
-                value = last_eval[data.main_key]
-                if value > best["value"]:
-                    best = {"step": step, "value": value, "metrics": last_eval}
-                    if info.is_main:
-                        save_model(plain, out / BEST_DIR, tokenizer=tokenizer)
-                    barrier(info)
-                logger.info(
-                    "step %d: %s (best %.4f at step %s)", step, _fmt(last_eval), best["value"], best["step"]
-                )
-            if due or (cfg.save_every and step % cfg.save_every == 0):
-                checkpoint()
+                last_eval = run_evaluation(run)
+                _keep_if_best(run, last_eval)
+            if due or (cfg.save_every and run.step % cfg.save_every == 0):
+                save(run)
     finally:
         bar.close()
-        if metrics_log is not None:
-            metrics_log.close()
-    final_dir = save_final(out, model, tokenizer=tokenizer, dist_info=info)
+        if run.metrics is not None:
+            run.metrics.close()
+    final_dir = save_final(run.out, run.model, tokenizer=run.tokenizer, dist_info=info)
     if last_eval is None:  # resumed a run that had already finished
-        last_eval = run_eval(step / steps_per_epoch, log=False)
+        last_eval = run_evaluation(run, log=False)
+    return _results(run, last_eval, final_dir)
+
+
+def _results(run: FinetuneRun, last_eval: dict[str, float], final_dir: Path) -> dict[str, Any]:
+    """eval_results.json (written by rank 0), with --predict's files."""
+    cfg, info = run.cfg, run.info
     results = {
         "task": cfg.task or "custom",
-        "main_metric": data.main_key,
-        "steps": step,
-        "final": {"step": step, **last_eval},
-        "best": {"step": best["step"], **(best["metrics"] or {})},
-        "best_dir": str(out / BEST_DIR),
+        "main_metric": run.data.main_key,
+        "steps": run.step,
+        "final": {"step": run.step, **last_eval},
+        "best": {"step": run.best["step"], **(run.best["metrics"] or {})},
+        "best_dir": str(run.out / BEST_DIR),
         "final_dir": str(final_dir),
     }
     if cfg.predict and info.is_main:
-        best_model = load_classifier(out / BEST_DIR, data.space).to(device)
+        best_model = load_classifier(run.out / BEST_DIR, run.data.space).to(info.device)
         results["predictions"] = write_test_predictions(
-            best_model, tokenizer, data, out / PREDICTIONS_DIR, max_length=max_length,
-            batch_size=cfg.eval_batch_size, precision=precision, device=device,
+            best_model, run.tokenizer, run.data, run.out / PREDICTIONS_DIR, max_length=run.max_length,
+            batch_size=cfg.eval_batch_size, precision=run.precision, device=info.device,
         )  # fmt: skip
     if info.is_main:
-        atomic_write_bytes(out / EVAL_RESULTS_NAME, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(
+            run.out / EVAL_RESULTS_NAME, (json.dumps(results, indent=2) + "\n").encode("utf-8")
+        )
     barrier(info)
     return results
 
@@ -672,155 +483,19 @@ def _fmt(record: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in record.items())
 
 
-def write_test_predictions(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    data: FinetuneData,
-    out_dir: Path,
-    *,
-    max_length: int,
-    batch_size: int = 64,
-    precision: str = "fp32",
-    device: torch.device | str = "cpu",
-) -> list[str]:
-    """Predict every test split: GLUE submission files (SST-2.tsv, MNLI-m.tsv, ...) or test_predictions.tsv."""
-    written = []
-    for split, split_data in data.tests.items():
-        preds = predict(
-            model, tokenizer, split_data, space=data.space, max_length=max_length, batch_size=batch_size,
-            precision=precision, device=device,
-        )  # fmt: skip
-        if data.task is not None:
-            path = write_glue_submission(data.task, split, split_data.ids, preds.tolist(), out_dir)
-        else:
-            path = write_predictions(out_dir / "test_predictions.tsv", split_data, preds.tolist(), data.space)
-        logger.info("wrote %d predictions to %s", len(preds), path)
-        written.append(str(path))
-    return written
-
-
-# --------------------------------------------------------------------------------------------- evaluation
-def _model_space(model: RobertaForSequenceClassification) -> LabelSpace:
-    config = model.config
-    if config.is_regression:
-        return LabelSpace(None)
-    names = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
-    return LabelSpace(tuple(names[i] for i in range(config.num_labels)))
-
-
-def _task_permutation(model_space: LabelSpace, task: GlueTask) -> list[int] | None:
-    """Model label id -> task label id when the model names the task's labels in another order (else None)."""
-    if model_space.names is None or task.label_names is None:
-        return None
-    lowered = [n.lower() for n in model_space.names]
-    if sorted(lowered) != sorted(task.label_names) or lowered == list(task.label_names):
-        return None
-    return [task.label_names.index(n) for n in lowered]
-
-
-def _check_label_names(folder: Path, space: LabelSpace, task: GlueTask) -> None:
-    """A classifier that names its labels must name the task's (in any order); generic LABEL_i names are taken
-    to be in the task's order."""
-    if space.names is None or task.label_names is None:
-        return
-    lowered = sorted(n.lower() for n in space.names)
-    generic = all(n.upper() == f"LABEL_{i}" for i, n in enumerate(space.names))
-    if not generic and lowered != sorted(task.label_names):
-        raise ValueError(
-            f"{folder} predicts {list(space.names)}, but {task.name} labels are {list(task.label_names)}: it was "
-            f"trained for another task; evaluate a model finetuned on {task.name}"
-        )
-
-
-def evaluate_model(
-    model: str | os.PathLike,
-    *,
-    task: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-    split: str = "dev",
-    validation_file: str | os.PathLike | None = None,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
-    data_format: str | None = None,
-    tokenizer: str | os.PathLike | None = None,
-    max_length: int = 512,
-    batch_size: int = 64,
-    max_samples: int | None = None,
-    precision: str = "auto",
-    device: str | None = None,
-) -> dict[str, float]:
-    """Metrics of a finetuned model: {"dev/accuracy": ..., "dev/loss": ...} (MNLI: dev_matched/..., dev_mismatched/...)."""
-    if (task is None) == (validation_file is None):
-        raise ValueError("give either a GLUE task (with data_dir) or a validation file")
-    for name, value, least in (
-        ("batch_size", batch_size, 1),
-        ("max_length", max_length, 4),
-        ("max_samples", max_samples, 1),
-    ):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
-            raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(precision, dev)
-    folder = resolve_model_dir(model)
-    if not any(k.startswith("classifier.") for k in load_state_dict(folder)):
-        raise CheckpointError(
-            f"{folder} has no trained classification head (no classifier.* weights), so a random one would be "
-            f"scored; finetune it first (`rtoolkit finetune --model {folder} ...`) and evaluate that run's best/"
-        )
-    net = RobertaForSequenceClassification.from_pretrained(folder).to(dev)
-    tok = load_tokenizer(model, tokenizer)
-    if tok.vocab_size > net.config.vocab_size:
-        raise CheckpointError(
-            f"the tokenizer has {tok.vocab_size} ids but {folder} only {net.config.vocab_size} embedding rows; "
-            f"they do not belong together"
-        )
-    space = _model_space(net)
-    if task is not None:
-        if data_dir is None:
-            raise ValueError(f"task {task} needs data_dir (the folder with its GLUE .tsv files)")
-        spec = get_task(task)
-        if spec.num_labels != space.num_labels or spec.is_regression != space.is_regression:
-            raise ValueError(
-                f"{model} predicts {space.num_labels} label(s)"
-                f"{' (regression)' if space.is_regression else ''}; {spec.name} needs {spec.num_labels}"
-            )
-        splits = spec.eval_splits if split == "dev" else (split,)
-        metrics, sets = spec.metrics, {s: read_glue(spec, data_dir, s) for s in splits}
-        _check_label_names(folder, space, spec)
-        permutation = _task_permutation(space, spec)
-        if permutation is not None:  # score the model in its own label ids
-            inverse = {t: m for m, t in enumerate(permutation)}
-            for s in sets.values():
-                s.labels = [inverse[y] for y in s.labels]
-    else:
-        rows = read_rows(
-            validation_file, text_column=text_column, text_pair_column=text_pair_column,
-            label_column=label_column, fmt=data_format,
-        )  # fmt: skip
-        sets = {"dev": encode_rows(rows, space, known_from=f"the labels of {model}")}
-        metrics = _custom_metrics(space)
-    results: dict[str, float] = {}
-    for name, split_data in sets.items():
-        split_data = _head(split_data, max_samples)
-        scores = score_split(
-            net, tok, split_data, space=space, metrics=metrics, max_length=min(max_length, net.config.max_tokens),
-            batch_size=batch_size, precision=precision, device=dev,
-        )  # fmt: skip
-        results.update({f"{name}/{k}": v for k, v in scores.items()})
-        results[f"{name}/examples"] = len(split_data)
-    return results
-
-
 __all__ = [
     "FinetuneConfig",
     "FinetuneData",
-    "finetune",
+    "FinetuneRun",
     "evaluate_model",
+    "finetune",
+    "fit",
     "load_classifier",
     "load_finetune_data",
     "load_tokenizer",
     "predict",
+    "predictions_from_logits",
     "score_split",
+    "setup",
     "write_test_predictions",
 ]

@@ -18,15 +18,16 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rtoolkit.config import ConfigError, RobertaConfig
+from rtoolkit.data.batching import EVAL_EPOCH, MlmCollator, StepBatches, micro_batches, mlm_eval_batches
 from rtoolkit.data.corpus import (
     FORMATS,
     TOKENIZER_DIR,
@@ -39,7 +40,7 @@ from rtoolkit.data.corpus import (
     load_meta,
     preprocess,
 )
-from rtoolkit.data.masking import MaskingConfig, collate_masked, sequence_seed
+from rtoolkit.data.masking import MaskingConfig
 from rtoolkit.model import RobertaForMaskedLM
 from rtoolkit.tokenizer import Tokenizer
 from rtoolkit.train import distributed as dist_utils
@@ -48,6 +49,7 @@ from rtoolkit.train.loop import (
     METRICS_NAME,
     RUN_CONFIG_NAME,
     MetricsWriter,
+    StepResult,
     TrainingDiverged,
     batch_tokens,
     clear_run,
@@ -56,7 +58,6 @@ from rtoolkit.train.loop import (
     latest_checkpoint,
     make_grad_scaler,
     progress_bar,
-    read_metrics,
     recover_run_folder,
     resume,
     rng_state,
@@ -67,10 +68,10 @@ from rtoolkit.train.loop import (
     write_run_config,
 )
 from rtoolkit.train.optim import build_optimizer, linear_schedule
+from rtoolkit.train.plots import plot_runs
 
 logger = logging.getLogger(__name__)
 
-EVAL_EPOCH = -1  # mask key of the fixed evaluation masks
 # What a run writes into OUT: an OUT holding any of them holds an earlier run.
 RUN_FILES = ("checkpoints", "final", METRICS_NAME, RUN_CONFIG_NAME)
 # Settings that must not change when a run is resumed (the data position would no longer mean anything).
@@ -268,96 +269,6 @@ def build_model_config(cfg: PretrainConfig, tokenizer: Tokenizer) -> RobertaConf
     return config
 
 
-# ------------------------------------------------------------------------------------------------- batching
-def micro_batches(
-    items: list[Item], lengths: np.ndarray, *, micro_batch_size: int, seq_len: int
-) -> list[list[Item]]:
-    """Split this rank's items into micro-batches of at most micro_batch_size * seq_len padded tokens."""
-    budget = micro_batch_size * seq_len
-    out: list[list[Item]] = []
-    current: list[Item] = []
-    longest = 0
-    for item in items:
-        length = int(lengths[item.block])
-        if current and (len(current) + 1) * max(longest, length) > budget:
-            out.append(current)
-            current, longest = [], 0
-        current.append(item)
-        longest = max(longest, length)
-    if current:
-        out.append(current)
-    return out
-
-
-class Collator:
-    """Blocks + per-sequence seeds -> a masked, padded batch dict (see rtoolkit.data.masking.collate_masked)."""
-
-    def __init__(self, blocks: BlockDataset, tokenizer: Tokenizer, *, seed: int, masking: MaskingConfig):
-        self.blocks, self.seed, self.masking = blocks, seed, masking
-        self.pad, self.mask, self.specials = (
-            tokenizer.pad_token_id,
-            tokenizer.mask_token_id,
-            tokenizer.special_ids,
-        )
-        self.vocab_size = tokenizer.vocab_size
-        self.word_starts = tokenizer.word_starts() if masking.whole_word else None
-
-    def __call__(self, items: list[Item]) -> dict[str, torch.Tensor]:
-        return collate_masked(
-            [self.blocks[it.block] for it in items],
-            [sequence_seed(self.seed, it.mask_key, it.block) for it in items],
-            pad_token_id=self.pad,
-            mask_token_id=self.mask,
-            special_ids=self.specials,
-            vocab_size=self.vocab_size,
-            config=self.masking,
-            word_starts=self.word_starts,
-        )
-
-
-class StepBatches(torch.utils.data.Dataset):
-    """Global batch i -> this rank's masked micro-batches; a map-style dataset so DataLoader workers can prefetch."""
-
-    def __init__(
-        self,
-        plan: list[list[Item]],
-        collate: Collator,
-        lengths: np.ndarray,
-        *,
-        info: DistInfo,
-        micro_batch_size: int,
-        seq_len: int,
-    ):
-        self.plan, self.collate, self.lengths = plan, collate, lengths
-        self.info, self.micro_batch_size, self.seq_len = info, micro_batch_size, seq_len
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __getitem__(self, i: int) -> list[dict[str, torch.Tensor]]:
-        mine = list(dist_utils.shard(self.plan[i], self.info))
-        parts = micro_batches(
-            mine, self.lengths, micro_batch_size=self.micro_batch_size, seq_len=self.seq_len
-        )
-        return [self.collate(items) for items in parts]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-
-def eval_batches(
-    blocks: BlockDataset, collate: Collator, *, max_blocks: int, micro_batch_size: int, info: DistInfo
-) -> list[dict[str, torch.Tensor]]:
-    """Fixed held-out batches: up to max_blocks blocks spread evenly, masks keyed on EVAL_EPOCH (never change)."""
-    n = len(blocks)
-    picks = np.unique(np.linspace(0, n - 1, num=min(n, max_blocks)).round().astype(np.int64)) if n else []
-    items = [Item(block=int(b), mask_key=EVAL_EPOCH) for b in picks]
-    if len(items) < info.world_size:
-        return []
-    mine = list(dist_utils.shard(items, info))
-    return [collate(mine[i : i + micro_batch_size]) for i in range(0, len(mine), micro_batch_size)]
-
-
 # ------------------------------------------------------------------------------------------------- the run
 def _check_resume_config(out: Path, cfg: PretrainConfig) -> None:
     path = out / RUN_CONFIG_NAME
@@ -373,57 +284,55 @@ def _check_resume_config(out: Path, cfg: PretrainConfig) -> None:
         )
 
 
+@dataclass
+class Progress:
+    """Where a run is: saved in every checkpoint, restored by --resume."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # global batches of `epoch` already trained
+    elapsed: float = 0.0  # seconds of training so far
+    skipped: int = 0  # steps passed over for a non-finite loss
+
+
+@dataclass
+class PretrainRun:
+    """What `setup` builds and `fit` trains. `cfg` is final here (data and seq_len filled in); only `progress` and the
+    training state change while `fit` runs."""
+
+    cfg: PretrainConfig
+    info: DistInfo
+    tokenizer: Tokenizer
+    model_config: RobertaConfig
+    train_blocks: BlockDataset
+    collate: MlmCollator
+    eval_sets: dict[str, list[dict[str, torch.Tensor]]]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    progress: Progress
+    metrics: MetricsWriter | None
+
+    @property
+    def accumulation(self) -> int:
+        return math.ceil(self.cfg.batch_size / (self.cfg.micro_batch_size * self.info.world_size))
+
+
 def pretrain(config: PretrainConfig) -> Path:
     """Run (or resume) a pretraining job; returns OUT/final. Launch under torchrun for DDP/FSDP."""
     cfg = config.resolved()
     info = dist_utils.init_distributed(cfg.device)
     try:
-        return _pretrain(cfg, info)
+        return fit(setup(cfg, info))
     finally:
         dist_utils.cleanup_distributed(info)
 
 
-def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
-    out = cfg.out
-    device = info.device
-    show = cfg.progress and info.is_main
-    # ---- an earlier run in OUT is continued (--resume), started again (--overwrite) or refused
-    if info.is_main:
-        recover_run_folder(out)
-    dist_utils.barrier(info)
-    earlier = earlier_run(out, RUN_FILES)
-    if earlier and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, --overwrite to start "
-            f"again (deleting those), or choose another --out"
-        )
-    # ---- data
-    if cfg.data is None:
-        if info.is_main:
-            prepare_sample(out / "sample", vocab_size=cfg.sample_vocab_size, progress=show)
-        dist_utils.barrier(info)
-        cfg.data = out / "sample" / "data"
-    meta = load_meta(cfg.data)
-    tokenizer = Tokenizer.from_pretrained(cfg.data / TOKENIZER_DIR)
-    if cfg.init_from is not None:
-        init_tok = Tokenizer.from_pretrained(cfg.init_from)
-        if init_tok.fingerprint() != meta["tokenizer_fingerprint"]:
-            raise CorpusError(
-                f"{cfg.data} was tokenized with another tokenizer than {cfg.init_from}'s; preprocess it with "
-                f"--tokenizer {cfg.init_from}"
-            )
-    model_config = build_model_config(cfg, tokenizer)
-    if cfg.seq_len is None:
-        cfg.seq_len = min(512, model_config.max_tokens)
-    if cfg.seq_len > model_config.max_tokens:
-        raise ConfigError(
-            f"--seq-len {cfg.seq_len} is longer than the model allows ({model_config.max_tokens} tokens, from "
-            f"max_position_embeddings={model_config.max_position_embeddings})"
-        )
-    if cfg.batch_size % info.world_size:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} must be divisible by the {info.world_size} processes"
-        )
+def setup(cfg: PretrainConfig, info: DistInfo) -> PretrainRun:
+    """Check OUT, prepare and check the data, build the model, optimizer and schedule, restore a checkpoint."""
+    _claim_out_dir(cfg, info)
+    cfg, meta, tokenizer, model_config = _resolve_data(cfg, info)
     masking = cfg.masking_config()
     train_blocks = BlockDataset(TokenSplit.open(cfg.data, "train"), seq_len=cfg.seq_len, format=cfg.format)
     if len(train_blocks) < cfg.batch_size:
@@ -431,8 +340,96 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
             f"{cfg.data}: the train split makes {len(train_blocks)} blocks of {cfg.seq_len} tokens, fewer than one "
             f"batch of {cfg.batch_size}; use more text, a smaller --batch-size or a shorter --seq-len"
         )
-    collate = Collator(train_blocks, tokenizer, seed=cfg.seed, masking=masking)
-    eval_sets: dict[str, list[dict[str, torch.Tensor]]] = {}
+    collate = MlmCollator(train_blocks, tokenizer, seed=cfg.seed, masking=masking)
+    eval_sets = _eval_sets(cfg, info, tokenizer, meta)
+    torch.manual_seed(cfg.seed)
+    if cfg.init_from is not None:
+        model = RobertaForMaskedLM.from_pretrained(cfg.init_from, **cfg.extra_model_config)
+    else:
+        model = RobertaForMaskedLM(model_config)
+    model.to(info.device).train()
+    model = dist_utils.wrap_model(model, info, fsdp=cfg.fsdp, compile=cfg.compile)
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
+    )
+    scheduler = linear_schedule(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps)
+    scaler = make_grad_scaler(cfg.precision, info.device)
+    torch.manual_seed(cfg.seed + info.rank)  # dropout differs between ranks
+    run = PretrainRun(
+        cfg, info, tokenizer, model_config, train_blocks, collate, eval_sets, model, optimizer, scheduler, scaler,
+        Progress(), None,
+    )  # fmt: skip
+    _restore(run)
+    if info.is_main:
+        write_run_config(
+            cfg.out,
+            {
+                **cfg.to_dict(),
+                "model": model_config.to_dict(),
+                "world_size": info.world_size,
+                "accumulation": run.accumulation,
+                "data_meta": {k: meta[k] for k in ("tokenizer_fingerprint", "vocab_size", "splits")},
+            },
+        )
+        run.metrics = MetricsWriter(cfg.out / METRICS_NAME, truncate_after_step=run.progress.step)
+    logger.info(
+        "pretraining %s (%s params) on %s: %d train blocks of %d, batch %d = %d x micro %d x %d process(es)",
+        cfg.model_config, f"{dist_utils.unwrap_model(model).num_parameters() / 1e6:.2f}M", cfg.data,
+        len(train_blocks), cfg.seq_len, cfg.batch_size, run.accumulation, cfg.micro_batch_size, info.world_size,
+    )  # fmt: skip
+    return run
+
+
+def _claim_out_dir(cfg: PretrainConfig, info: DistInfo) -> None:
+    """An earlier run in OUT is continued (--resume), started again (--overwrite, later) or refused."""
+    if info.is_main:
+        recover_run_folder(cfg.out)
+    dist_utils.barrier(info)
+    earlier = earlier_run(cfg.out, RUN_FILES)
+    if earlier and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(
+            f"{cfg.out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, --overwrite to "
+            f"start again (deleting those), or choose another --out"
+        )
+
+
+def _resolve_data(
+    cfg: PretrainConfig, info: DistInfo
+) -> tuple[PretrainConfig, dict, Tokenizer, RobertaConfig]:
+    """The data folder (the bundled sample prepared when none is given), its tokenizer, the model config and the
+    block length; returns the final config with `data` and `seq_len` filled in."""
+    data = cfg.data
+    if data is None:
+        if info.is_main:
+            prepare_sample(cfg.out / "sample", vocab_size=cfg.sample_vocab_size, progress=cfg.progress)
+        dist_utils.barrier(info)
+        data = cfg.out / "sample" / "data"
+    meta = load_meta(data)
+    tokenizer = Tokenizer.from_pretrained(data / TOKENIZER_DIR)
+    if cfg.init_from is not None:
+        init_tok = Tokenizer.from_pretrained(cfg.init_from)
+        if init_tok.fingerprint() != meta["tokenizer_fingerprint"]:
+            raise CorpusError(
+                f"{data} was tokenized with another tokenizer than {cfg.init_from}'s; preprocess it with "
+                f"--tokenizer {cfg.init_from}"
+            )
+    model_config = build_model_config(cfg, tokenizer)
+    seq_len = cfg.seq_len if cfg.seq_len is not None else min(512, model_config.max_tokens)
+    if seq_len > model_config.max_tokens:
+        raise ConfigError(
+            f"--seq-len {seq_len} is longer than the model allows ({model_config.max_tokens} tokens, from "
+            f"max_position_embeddings={model_config.max_position_embeddings})"
+        )
+    if cfg.batch_size % info.world_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} must be divisible by the {info.world_size} processes"
+        )
+    return dataclasses.replace(cfg, data=data, seq_len=seq_len), meta, tokenizer, model_config
+
+
+def _eval_sets(cfg: PretrainConfig, info: DistInfo, tokenizer: Tokenizer, meta: dict) -> dict[str, list]:
+    """The fixed held-out batches of the data's valid split and of each --eval-data folder."""
+    sets: dict[str, list[dict[str, torch.Tensor]]] = {}
     for name, folder in [("valid", cfg.data)] + [(Path(p).name, Path(p)) for p in cfg.eval_data]:
         eval_meta = load_meta(folder)
         if eval_meta["tokenizer_fingerprint"] != meta["tokenizer_fingerprint"]:
@@ -444,284 +441,214 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> Path:
                 logger.warning("%s has an empty valid split; not evaluated", folder)
             continue
         blocks = BlockDataset(TokenSplit.open(folder, "valid"), seq_len=cfg.seq_len, format=cfg.format)
-        eval_collate = Collator(blocks, tokenizer, seed=cfg.seed, masking=masking)
-        batches = eval_batches(
-            blocks,
-            eval_collate,
-            max_blocks=cfg.eval_max_blocks,
-            micro_batch_size=cfg.micro_batch_size,
-            info=info,
-        )
+        batches = mlm_eval_batches(
+            blocks, MlmCollator(blocks, tokenizer, seed=cfg.seed, masking=cfg.masking_config()),
+            max_blocks=cfg.eval_max_blocks, micro_batch_size=cfg.micro_batch_size, rank=info.rank,
+            world_size=info.world_size,
+        )  # fmt: skip
         if batches:  # none with --eval-max-blocks 0, or fewer blocks than processes: nothing to report
-            eval_sets[name] = batches
+            sets[name] = batches
+    return sets
 
-    # ---- model, optimizer, schedule
-    torch.manual_seed(cfg.seed)
-    if cfg.init_from is not None:
-        model = RobertaForMaskedLM.from_pretrained(cfg.init_from, **cfg.extra_model_config)
-    else:
-        model = RobertaForMaskedLM(model_config)
-    model.to(device).train()
-    model = dist_utils.wrap_model(model, info, fsdp=cfg.fsdp, compile=cfg.compile)
-    optimizer = build_optimizer(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
+
+def _restore(run: PretrainRun) -> None:
+    """--resume: weights, optimizer, schedule, scaler, RNG and data position from the newest checkpoint;
+    --overwrite: delete the earlier run now that every check has passed."""
+    cfg, info = run.cfg, run.info
+    if not cfg.resume:
+        if cfg.overwrite and info.is_main:
+            clear_run(cfg.out, RUN_FILES)
+        return
+    _check_resume_config(cfg.out, cfg)
+    checkpoint = latest_checkpoint(cfg.out)
+    if checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s, starting from step 0", cfg.out)
+        return
+    state = resume(
+        checkpoint, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler
     )
-    scheduler = linear_schedule(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps)
-    scaler = make_grad_scaler(cfg.precision, device)
-    torch.manual_seed(cfg.seed + info.rank)  # dropout differs between ranks
+    run.progress = Progress(
+        step=state["step"], epoch=state["data"]["epoch"], position=state["data"]["batch"],
+        elapsed=state.get("elapsed", 0.0), skipped=state.get("skipped", 0),
+    )  # fmt: skip
+    if "rng_ranks" in state and info.rank < len(state["rng_ranks"]):
+        set_rng_state(state["rng_ranks"][info.rank])
 
-    # ---- resume
-    step, epoch, position, elapsed, skipped = 0, 0, 0, 0.0, 0
-    checkpoint = latest_checkpoint(out) if cfg.resume else None
-    if cfg.resume:
-        _check_resume_config(out, cfg)
-    elif cfg.overwrite and info.is_main:  # every check has passed: only now is the earlier run deleted
-        clear_run(out, RUN_FILES)
-    if checkpoint is not None:
-        state = resume(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        step, elapsed, skipped = state["step"], state.get("elapsed", 0.0), state.get("skipped", 0)
-        epoch, position = state["data"]["epoch"], state["data"]["batch"]
-        if "rng_ranks" in state and info.rank < len(state["rng_ranks"]):
-            set_rng_state(state["rng_ranks"][info.rank])
-    elif cfg.resume:
-        logger.warning("--resume: no checkpoint in %s, starting from step 0", out)
-    if info.is_main:
-        run = {
-            **cfg.to_dict(),
-            "model": model_config.to_dict(),
-            "world_size": info.world_size,
-            "accumulation": math.ceil(cfg.batch_size / (cfg.micro_batch_size * info.world_size)),
-            "data_meta": {k: meta[k] for k in ("tokenizer_fingerprint", "vocab_size", "splits")},
-        }
-        write_run_config(out, run)
-    metrics = MetricsWriter(out / METRICS_NAME, truncate_after_step=step) if info.is_main else None
-    logger.info(
-        "pretraining %s (%s params) on %s: %d train blocks of %d, batch %d = %d x micro %d x %d process(es)",
-        cfg.model_config,
-        f"{dist_utils.unwrap_model(model).num_parameters() / 1e6:.2f}M",
-        cfg.data,
-        len(train_blocks),
-        cfg.seq_len,
-        cfg.batch_size,
-        math.ceil(cfg.batch_size / (cfg.micro_batch_size * info.world_size)),
-        cfg.micro_batch_size,
-        info.world_size,
-    )
 
-    def run_eval() -> None:
-        for name, batches in eval_sets.items():
-            result = evaluate(model, batches, precision=cfg.precision, device=device, dist_info=info)
-            if metrics is not None:
-                metrics.write(
-                    {
-                        "step": step,
-                        "eval": name,
-                        "loss": result.loss,
-                        "perplexity": result.perplexity,
-                        "count": result.count,
-                    }
-                )
-            logger.info("step %d %s: loss %.4f perplexity %.2f", step, name, result.loss, result.perplexity)
-
-    def save() -> Path:
-        ranks = [rng_state()]
-        if info.distributed:
-            ranks = [None] * info.world_size
-            torch.distributed.all_gather_object(ranks, rng_state())
-        return save_checkpoint(
-            out,
-            step=step,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            tokenizer=tokenizer,
-            keep_last=cfg.keep_last,
-            dist_info=info,
-            extra={
-                "data": {"epoch": epoch, "batch": position},
-                "elapsed": elapsed,
-                "skipped": skipped,
-                "rng_ranks": ranks,
-            },
+def run_evaluation(run: PretrainRun) -> None:
+    """Held-out loss and perplexity of every eval set at the current step, into metrics.jsonl."""
+    for name, batches in run.eval_sets.items():
+        result = evaluate(
+            run.model, batches, precision=run.cfg.precision, device=run.info.device, dist_info=run.info
+        )
+        if run.metrics is not None:
+            run.metrics.write(
+                {"step": run.progress.step, "eval": name, "loss": result.loss, "perplexity": result.perplexity,
+                 "count": result.count}
+            )  # fmt: skip
+        logger.info(
+            "step %d %s: loss %.4f perplexity %.2f", run.progress.step, name, result.loss, result.perplexity
         )
 
-    if step == 0:
-        run_eval()
 
-    def epoch_plan(epoch: int) -> list[list[Item]]:
-        plan = epoch_batches(
-            train_blocks.lengths,
-            epoch=epoch,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            seq_len=cfg.seq_len,
-            format=cfg.format,
-            masking=cfg.masking,
-            static_copies=cfg.static_copies,
+def save(run: PretrainRun) -> Path:
+    """A resumable checkpoint of the run at its current step (all ranks call: FSDP gathers, RNGs are collected)."""
+    ranks = [rng_state()]
+    if run.info.distributed:
+        ranks = [None] * run.info.world_size
+        torch.distributed.all_gather_object(ranks, rng_state())
+    p = run.progress
+    return save_checkpoint(
+        run.cfg.out, step=p.step, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+        scaler=run.scaler, tokenizer=run.tokenizer, keep_last=run.cfg.keep_last, dist_info=run.info,
+        extra={"data": {"epoch": p.epoch, "batch": p.position}, "elapsed": p.elapsed, "skipped": p.skipped,
+               "rng_ranks": ranks},
+    )  # fmt: skip
+
+
+def epoch_plan(run: PretrainRun, epoch: int) -> list[list[Item]]:
+    """The global batches of one epoch (deterministic in seed and epoch)."""
+    cfg = run.cfg
+    plan = epoch_batches(
+        run.train_blocks.lengths, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+        format=cfg.format, masking=cfg.masking, static_copies=cfg.static_copies,
+    )  # fmt: skip
+    if not plan:
+        raise CorpusError(f"{cfg.data}: not enough blocks for one batch of {cfg.batch_size}")
+    return plan
+
+
+def training_batches(run: PretrainRun) -> Iterator[tuple[int, int, list[dict[str, torch.Tensor]]]]:
+    """Yield (epoch, position after this batch, this rank's micro-batches) from the run's position on, epoch after
+    epoch; DataLoader workers mask and collate ahead."""
+    cfg, device = run.cfg, run.info.device
+    workers = cfg.num_workers if cfg.num_workers is not None else (0 if device.type == "cpu" else 4)
+    epoch, position = run.progress.epoch, run.progress.position
+    while True:
+        steps = StepBatches(
+            epoch_plan(run, epoch)[position:], run.collate, run.train_blocks.lengths, rank=run.info.rank,
+            world_size=run.info.world_size, micro_batch_size=cfg.micro_batch_size, seq_len=cfg.seq_len,
+        )  # fmt: skip
+        loader = (
+            torch.utils.data.DataLoader(
+                steps,
+                batch_size=None,
+                num_workers=workers,
+                prefetch_factor=4,
+                pin_memory=device.type == "cuda",
+            )
+            if workers
+            else steps
         )
-        if not plan:
-            raise CorpusError(f"{cfg.data}: not enough blocks for one batch of {cfg.batch_size}")
-        return plan
+        for micro in loader:
+            position += 1
+            yield epoch, position, micro
+        epoch, position = epoch + 1, 0
 
-    def training_batches(epoch: int, position: int):
-        """Yield (epoch, position after this batch, this rank's micro-batches), epoch after epoch."""
-        while True:
-            plan = StepBatches(
-                epoch_plan(epoch)[position:],
-                collate,
-                train_blocks.lengths,
-                info=info,
-                micro_batch_size=cfg.micro_batch_size,
-                seq_len=cfg.seq_len,
-            )
-            loader = (
-                torch.utils.data.DataLoader(
-                    plan,
-                    batch_size=None,
-                    num_workers=num_workers,
-                    prefetch_factor=4,
-                    pin_memory=device.type == "cuda",
-                )
-                if num_workers
-                else plan
-            )
-            for micro in loader:
-                position += 1
-                yield epoch, position, micro
-            epoch, position = epoch + 1, 0
 
-    num_workers = cfg.num_workers if cfg.num_workers is not None else (0 if device.type == "cpu" else 4)
-    stream = training_batches(epoch, position)
-    bar = progress_bar(cfg.max_steps, initial=step, desc="pretrain", enabled=show)
-    window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+@dataclass
+class _Window:
+    """What the training records average over: the steps since the last record."""
+
+    loss: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def _record(run: PretrainRun, window: _Window, result: StepResult, bar) -> None:
+    """Write the window's training record (tokens summed over ranks) and show it on the bar."""
+    tokens = int(
+        dist_utils.all_reduce_sum(torch.tensor(window.tokens, device=run.info.device), run.info).item()
+    )
+    p = run.progress
+    record = {
+        "step": p.step,
+        "epoch": p.epoch,
+        "loss": window.loss / max(window.steps, 1),
+        "lr": result.lr,
+        "grad_norm": result.grad_norm,
+        "tokens_per_s": tokens / max(window.seconds, 1e-9),
+        "elapsed_s": round(p.elapsed, 3),
+        "skipped": p.skipped,
+    }
+    if run.metrics is not None:
+        run.metrics.write(record)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+
+
+def fit(run: PretrainRun) -> Path:
+    """The training loop, top to bottom: step, log, evaluate, save; then the final evaluation and OUT/final."""
+    cfg, info, p = run.cfg, run.info, run.progress
+    if p.step == 0:
+        run_evaluation(run)
+    stream = training_batches(run)
+    bar = progress_bar(cfg.max_steps, initial=p.step, desc="pretrain", enabled=cfg.progress and info.is_main)
+    window = _Window()
     try:
         t0 = time.perf_counter()
-        while step < cfg.max_steps:
-            epoch, position, micro = next(stream)
+        while p.step < cfg.max_steps:
+            p.epoch, p.position, micro = next(stream)
             result = train_step(
-                model,
-                micro,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                precision=cfg.precision,
-                clip_norm=cfg.clip_norm,
-                device=device,
-                dist_info=info,
-            )
+                run.model, micro, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                precision=cfg.precision, clip_norm=cfg.clip_norm, device=info.device, dist_info=info,
+            )  # fmt: skip
             if not result.finite:
                 if cfg.on_nonfinite == "stop":
-                    saved = save()  # the weights are still those before the bad batch, which is passed over
+                    saved = save(
+                        run
+                    )  # the weights are still those before the bad batch, which is passed over
                     raise TrainingDiverged(
-                        f"non-finite loss/gradient ({result.loss}) at step {step + 1}; training stopped. The last "
+                        f"non-finite loss/gradient ({result.loss}) at step {p.step + 1}; training stopped. The last "
                         f"good state is saved in {saved}. Lower --lr, add --clip-norm or use --precision bf16, then "
                         f"--resume (or pass --skip-nonfinite to skip such steps)"
                     )
-                skipped += 1
-                scheduler.step()
-                logger.warning("step %d: non-finite loss, update skipped (%d so far)", step + 1, skipped)
-            step += 1
-            tokens = sum(batch_tokens(b) for b in micro)  # this rank's, counted on the host
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+                p.skipped += 1
+                run.scheduler.step()
+                logger.warning("step %d: non-finite loss, update skipped (%d so far)", p.step + 1, p.skipped)
+            p.step += 1
+            if info.device.type == "cuda":
+                torch.cuda.synchronize(info.device)
             seconds = time.perf_counter() - t0
-            elapsed += seconds
+            p.elapsed += seconds
             if result.finite:
-                window_loss += result.loss
-                window_steps += 1
-            window_tokens += tokens
-            window_time += seconds
+                window.loss += result.loss
+                window.steps += 1
+            window.tokens += sum(batch_tokens(b) for b in micro)  # this rank's, counted on the host
+            window.seconds += seconds
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                window_tokens = int(
-                    dist_utils.all_reduce_sum(torch.tensor(window_tokens, device=device), info).item()
-                )
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": window_loss / max(window_steps, 1),
-                    "lr": result.lr,
-                    "grad_norm": result.grad_norm,
-                    "tokens_per_s": window_tokens / max(window_time, 1e-9),
-                    "elapsed_s": round(elapsed, 3),
-                    "skipped": skipped,
-                }
-                if metrics is not None:
-                    metrics.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
-            if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.max_steps:
-                run_eval()
-            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
-                save()
+            if p.step % cfg.log_every == 0 or p.step == cfg.max_steps:
+                _record(run, window, result, bar)
+                window = _Window()
+            if cfg.eval_every and p.step % cfg.eval_every == 0 and p.step != cfg.max_steps:
+                run_evaluation(run)
+            if (cfg.save_every and p.step % cfg.save_every == 0) or p.step == cfg.max_steps:
+                save(run)
             t0 = time.perf_counter()
-        run_eval()
-        final = save_final(out, model, tokenizer=tokenizer, dist_info=info)
+        run_evaluation(run)
+        final = save_final(cfg.out, run.model, tokenizer=run.tokenizer, dist_info=info)
     finally:
         stream.close()
         bar.close()
-        if metrics is not None:
-            metrics.close()
-    logger.info("finished %d steps; model in %s", step, final)
+        if run.metrics is not None:
+            run.metrics.close()
+    logger.info("finished %d steps; model in %s", p.step, final)
     return final
 
 
-# --------------------------------------------------------------------------------------------------- plots
-def plot_runs(
-    run_dirs: list[str | os.PathLike], out_png: str | os.PathLike, *, labels: list[str] | None = None
-) -> Path:
-    """Draw training and held-out MLM loss against step for one or more runs into a PNG."""
-    import matplotlib
+Collator = MlmCollator  # the older name
+eval_batches = mlm_eval_batches  # the older name
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = labels or [Path(d).name for d in run_dirs]
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"got {len(run_dirs)} runs but {len(labels)} labels")
-    out_png = Path(out_png)
-    if out_png.is_dir():
-        raise ValueError(
-            f"--out {out_png} is a folder; give the PNG file's path (e.g. {out_png / 'loss.png'})"
-        )
-    runs = []
-    for run in run_dirs:
-        path = Path(run) / METRICS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: is {run} a pretraining run folder?")
-        records = read_metrics(path)
-        if not any("tokens_per_s" in r for r in records):
-            raise ValueError(
-                f"{path} holds no pretraining records (a finetuning run's, or empty); nothing to plot"
-            )
-        runs.append(records)
-    fig, (ax_train, ax_eval) = plt.subplots(1, 2, figsize=(13, 4))
-    for records, label in zip(runs, labels, strict=True):
-        train = [r for r in records if "eval" not in r]
-        line = ax_train.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)[0]
-        for i, name in enumerate(sorted({r["eval"] for r in records if "eval" in r})):
-            points = [r for r in records if r.get("eval") == name]
-            ax_eval.plot(
-                [r["step"] for r in points],
-                [r["loss"] for r in points],
-                marker="o",
-                markersize=3,
-                color=line.get_color(),
-                linestyle=["-", "--", ":"][i % 3],
-                label=f"{label}: {name}",
-            )
-    ax_train.set(title="training MLM loss", xlabel="step", ylabel="loss (nats)")
-    ax_eval.set(title="held-out MLM loss (fixed masks)", xlabel="step", ylabel="loss (nats)")
-    for ax in (ax_train, ax_eval):
-        ax.grid(alpha=0.3)
-    ax_train.legend(fontsize=8)
-    ax_eval.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
-
-
-__all__ = ["PretrainConfig", "plot_runs", "prepare_sample", "pretrain", "sample_files"]
+__all__ = [
+    "EVAL_EPOCH",
+    "PretrainConfig",
+    "PretrainRun",
+    "Progress",
+    "fit",
+    "micro_batches",
+    "plot_runs",
+    "prepare_sample",
+    "pretrain",
+    "sample_files",
+    "setup",
+]
