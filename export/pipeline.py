@@ -10,15 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rtoolkit.export.onnx import DEFAULT_MAX_BATCH, export_onnx, require_onnx
-from rtoolkit.export.spec import ENGINES_DIR, MANIFEST_NAME, ExportError, Manifest
+from rtoolkit.export.spec import ENGINES_DIR, MANIFEST_NAME, QUANTIZE_MODES, ExportError, Manifest
 
 from rtoolkit.checkpoint import recover_directory, replace_directory, resolve_model_dir, umask_permissions
 from rtoolkit.config import CONFIG_NAME
 from rtoolkit.tokenizer import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
-
-QUANTIZE_CHOICES = ("int8",)
 
 
 def export(
@@ -54,9 +52,9 @@ def export(
     it was. `out_dir` must be new, empty, or an earlier export folder (other files in it are refused, not deleted).
     Returns the manifest.
     """
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+    if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ExportError(
-            f"--quantize {quantize!r} is not supported; choose one of {', '.join(QUANTIZE_CHOICES)}"
+            f"--quantize {quantize!r} is not supported; choose one of {', '.join(QUANTIZE_MODES)}"
         )
     if (per_channel or exclude) and quantize is None:
         raise ExportError("--per-channel and --exclude apply to --quantize int8; add --quantize int8")

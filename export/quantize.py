@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rtoolkit.export.onnx import publish, require_onnx, save_onnx, staging_dir
 from rtoolkit.export.spec import (
+    EXCLUDE_GROUPS,
     ONNX_FP16,
     ONNX_FP32,
     ONNX_INT8,
@@ -35,10 +36,7 @@ from rtoolkit.export.spec import (
 logger = logging.getLogger(__name__)
 
 # Name fragments of the exported nodes in each excludable group (names come from the torch module paths).
-EXCLUDE_GROUPS = {
-    "embeddings": ("/embeddings/",),
-    "head": ("/lm_head/", "/classifier/"),
-}
+GROUP_NODES = dict(zip(EXCLUDE_GROUPS, [("/embeddings/",), ("/lm_head/", "/classifier/")], strict=True))
 # LayerNorm variance and softmax sums overflow or lose precision in fp16 (TensorRT issue #3101): they stay fp32.
 DEFAULT_KEEP_FP32 = ("LayerNormalization", "Softmax")
 
@@ -62,10 +60,10 @@ def _quiet_quantizer() -> Iterator[None]:
 
 def nodes_in_groups(model, groups: Sequence[str]) -> list[str]:
     """Names of the nodes of an onnx.ModelProto that belong to the named groups (see EXCLUDE_GROUPS)."""
-    unknown = [g for g in groups if g not in EXCLUDE_GROUPS]
+    unknown = [g for g in groups if g not in GROUP_NODES]
     if unknown:
-        raise ExportError(f"unknown node group(s) {unknown} to exclude; choose from {sorted(EXCLUDE_GROUPS)}")
-    fragments = tuple(f for g in groups for f in EXCLUDE_GROUPS[g])
+        raise ExportError(f"unknown node group(s) {unknown} to exclude; choose from {sorted(GROUP_NODES)}")
+    fragments = tuple(f for g in groups for f in GROUP_NODES[g])
     names = []
     for node in model.graph.node:
         if node.name and any(f in node.name for f in fragments):

@@ -16,6 +16,12 @@ from pathlib import Path
 import click
 
 from rtoolkit import __version__
+from rtoolkit.cli_config import EXISTING_DIR, config_options, field_option
+from rtoolkit.predictor import POOLINGS
+from rtoolkit.runtime.artifacts import EXCLUDE_GROUPS, QUANTIZE_MODES, TASKS, VALIDATION_KEYS
+from rtoolkit.runtime.backends import BACKENDS, PRECISIONS
+from rtoolkit.train.finetune import FinetuneConfig
+from rtoolkit.train.pretrain import PretrainConfig
 
 
 class UserError(click.ClickException):
@@ -157,155 +163,26 @@ def preprocess_cmd(
 
 
 @main.command("pretrain")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder from `rtoolkit preprocess` [default: the bundled sample corpus, tiny model, short run].",
-)
-@click.option(
-    "--eval-data",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Another preprocessed folder whose valid split is evaluated too (repeatable).",
-)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option(
-    "--model-config",
-    default=None,
-    help="tiny | base | large | a config.json [default: tiny on the sample, else base].",
-)
-@click.option(
-    "--init-from",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Continue pretraining this model folder.",
-)
-@click.option(
-    "--format",
-    "format_",
-    type=click.Choice(["full-sentences", "doc-sentences"]),
-    default="full-sentences",
-    show_default=True,
-    help="Block packing (paper §4.2).",
-)
-@click.option(
-    "--masking",
-    type=click.Choice(["dynamic", "static"]),
-    default="dynamic",
-    show_default=True,
-    help="Fresh masks every epoch, or BERT's fixed masks.",
-)
-@click.option(
-    "--static-copies",
-    default=10,
-    show_default=True,
-    help="Static masking: copies of the data, each with its own masks.",
-)
-@click.option("--mask-prob", default=0.15, show_default=True, help="Share of tokens chosen for prediction.")
-@click.option(
-    "--random-token-prob",
-    default=0.1,
-    show_default=True,
-    help="Share of chosen tokens replaced by a random token.",
-)
-@click.option(
-    "--leave-unmasked-prob", default=0.1, show_default=True, help="Share of chosen tokens left unchanged."
-)
-@click.option("--whole-word-mask", is_flag=True, help="Mask whole words (a word starts at a 'Ġ' token).")
-@click.option(
-    "--seq-len",
-    type=int,
-    default=None,
-    help="Tokens per block incl. <s> </s> [default: min(512, model max)].",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=None,
-    help="Sequences per optimizer step [default: 8192; 16 on the sample].",
-)
-@click.option(
-    "--micro-batch-size",
-    type=int,
-    default=None,
-    help="Sequences per forward/backward; accumulation is derived [default: 16].",
-)
-@click.option(
-    "--max-steps", type=int, default=None, help="Optimizer steps [default: 500000; 600 on the sample]."
-)
-@click.option(
-    "--lr", type=float, default=None, help="Peak learning rate [default: 6e-4; 1e-3 on the sample]."
-)
-@click.option(
-    "--warmup-steps",
-    type=int,
-    default=None,
-    help="Linear warmup steps [default: 4.8% of --max-steps, at most 24000].",
-)
-@click.option("--weight-decay", default=0.01, show_default=True)
-@click.option("--adam-eps", default=1e-6, show_default=True)
-@click.option("--clip-norm", default=0.0, show_default=True, help="Gradient clipping max norm (0 = off).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option(
-    "--compile", "compile_", is_flag=True, help="torch.compile the encoder layers (before DDP/FSDP wrapping)."
-)
-@click.option("--fsdp", is_flag=True, help="Shard the model with FSDP (under torchrun).")
-@click.option(
-    "--device",
-    default=None,
-    help="cpu | cuda | cuda:N [default: cuda when available]; under torchrun 'cuda' is cuda:LOCAL_RANK.",
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--num-workers",
-    type=int,
-    default=None,
-    help="Processes that mask and collate batches ahead [default: 0 on CPU, 4 on CUDA].",
-)
-@click.option(
-    "--eval-every",
-    type=int,
-    default=None,
-    help="Steps between evaluations; 0: only at the start and the end [default: 1000; 100 on the sample].",
-)
-@click.option(
-    "--eval-max-blocks",
-    type=int,
-    default=512,
-    show_default=True,
-    help="Blocks of each held-out set evaluated (evenly spread, fixed masks); 0: no held-out evaluation.",
-)
-@click.option(
-    "--save-every",
-    type=int,
-    default=None,
-    help="Steps between checkpoints; 0: only at the end [default: 1000; 200 on the sample].",
-)
-@click.option("--keep-last", default=3, show_default=True, help="Checkpoints kept.")
-@click.option("--log-every", default=10, show_default=True, help="Steps per metrics.jsonl record.")
-@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Start again in an --out that holds an earlier run (its checkpoints, final/, metrics are deleted).",
-)
-@click.option(
-    "--skip-nonfinite", is_flag=True, help="Skip (and count) steps with a NaN/inf loss instead of stopping."
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def pretrain_cmd(format_, compile_, eval_data, skip_nonfinite, no_progress, **options) -> None:
+@config_options(
+    PretrainConfig,
+    overrides={
+        "data": {"type": EXISTING_DIR},
+        "eval_data": {"type": EXISTING_DIR},
+        "init_from": {"type": EXISTING_DIR},
+        "on_nonfinite": {
+            "names": ["--skip-nonfinite"], "flag_value": "skip", "type": None, "show_default": False,
+            "help": "Skip (and count) steps with a NaN/inf loss instead of stopping.",
+        },
+    },
+)  # fmt: skip
+def pretrain_cmd(config: PretrainConfig) -> None:
     """Masked-LM pretraining with RoBERTa's recipe; with no --data, a few-minute tiny run on the bundled sample.
 
     Writes OUT/checkpoints/step-N/ (HF model folders + train_state.pt), OUT/final/, OUT/metrics.jsonl and
     OUT/run_config.json. For several GPUs or nodes: `torchrun --nproc-per-node N -m rtoolkit.cli pretrain ...`.
     """
-    from rtoolkit.train.pretrain import PretrainConfig, pretrain
+    from rtoolkit.train.pretrain import pretrain
 
-    config = PretrainConfig(
-        **options, format=format_, compile=compile_, eval_data=tuple(eval_data),
-        on_nonfinite="skip" if skip_nonfinite else "stop", progress=not no_progress,
-    )  # fmt: skip
     final = pretrain(config)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"model -> {final}")
@@ -334,137 +211,25 @@ def plot_cmd(run_dirs, out_png, labels) -> None:
 
 
 # ----------------------------------------------------------------------- finetuning: finetune, evaluate
-_DATA_FORMATS = ["csv", "tsv", "jsonl"]
-
-
-def _custom_data_options(command):
-    """--text-column / --text-pair-column / --label-column / --format, shared by finetune and evaluate."""
-    options = [
-        click.option("--text-column", default="text", show_default=True, help="Custom data: column of the text."),
-        click.option("--text-pair-column", default=None, help="Custom data: column of the second text of a pair."),
-        click.option("--label-column", default="label", show_default=True, help="Custom data: column of the label."),
-        click.option(
-            "--format", "data_format", type=click.Choice(_DATA_FORMATS), default=None,
-            help="Custom data format [default: from the file suffix].",
-        ),
-    ]  # fmt: skip
-    for option in reversed(options):
-        command = option(command)
-    return command
+# Custom data options, named alike in finetune and evaluate.
+_CUSTOM_DATA = {
+    "train_file": {"names": ["--train"]},
+    "validation_file": {"names": ["--validation"]},
+    "test_file": {"names": ["--test"]},
+    "data_format": {"names": ["--format"]},
+}
 
 
 @main.command("finetune")
-@click.option(
-    "--model", required=True, help="Model folder: from `rtoolkit pretrain`, Hugging Face (roberta-base), ..."
-)
-@click.option("--task", default=None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder with the task's GLUE .tsv files.",
-)
-@click.option(
-    "--train", "train_file", type=click.Path(path_type=Path), default=None, help="Custom training data."
-)
-@click.option(
-    "--validation",
-    "validation_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Custom validation data.",
-)
-@click.option(
-    "--test",
-    "test_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Custom data to predict (--predict).",
-)
-@_custom_data_options
-@click.option(
-    "--regression", is_flag=True, help="Custom data: regress on the labels even if they are integers."
-)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option(
-    "--tokenizer",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Tokenizer folder [default: the model's].",
-)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: task preset].")
-@click.option(
-    "--batch-size", type=int, default=None, help="Sentences per step, all processes [default: task preset]."
-)
-@click.option("--epochs", type=int, default=None, help="Epochs [default: task preset, 10].")
-@click.option("--max-steps", type=int, default=None, help="Stop after N steps (sets the schedule length).")
-@click.option(
-    "--warmup-ratio", type=float, default=None, help="Share of steps in linear warmup [default: 0.06]."
-)
-@click.option("--weight-decay", type=float, default=0.1, show_default=True)
-@click.option("--clip-norm", type=float, default=0.0, show_default=True, help="Gradient clipping (0: off).")
-@click.option(
-    "--max-length", type=int, default=512, show_default=True, help="Longest input, <s> </s> included."
-)
-@click.option(
-    "--micro-batch-size",
-    type=int,
-    default=None,
-    help="Sentences per forward/backward; accumulation is derived.",
-)
-@click.option(
-    "--group-by-length/--no-group-by-length",
-    default=True,
-    show_default=True,
-    help="Batch sentences of similar length together (little or no padding; fairseq's order).",
-)
-@click.option("--eval-batch-size", type=int, default=64, show_default=True)
-@click.option(
-    "--eval-every", type=int, default=0, show_default=True, help="Also evaluate every N steps (0: per epoch)."
-)
-@click.option(
-    "--save-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at evals)."
-)
-@click.option("--keep-last", type=int, default=1, show_default=True, help="Resumable checkpoints kept.")
-@click.option("--log-every", type=int, default=10, show_default=True, help="Log the loss every N steps.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
-)
-@click.option(
-    "--device",
-    default=None,
-    help="cpu, cuda, cuda:N [default: cuda when available]; under torchrun 'cuda' is cuda:LOCAL_RANK.",
-)
-@click.option("--max-train-samples", type=int, default=None, help="Train on the first N rows only.")
-@click.option("--max-eval-samples", type=int, default=None, help="Evaluate on the first N rows only.")
-@click.option("--main-metric", default=None, help="Metric that picks best/ [default: the task's].")
-@click.option(
-    "--predict", is_flag=True, help="Write test-set predictions from best/ (GLUE submission format)."
-)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Start again in an --out that holds an earlier run (its checkpoints, best/, final/, metrics are deleted).",
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def finetune_cmd(train_file, validation_file, test_file, data_format, no_progress, **options) -> None:
+@config_options(FinetuneConfig, overrides=_CUSTOM_DATA)
+def finetune_cmd(config: FinetuneConfig) -> None:
     """Finetune on a GLUE task (--task, --data-dir) or custom CSV/TSV/JSONL data (--train, --validation).
 
     Writes OUT/checkpoints/step-N/, OUT/best/ (best by the task's metric), OUT/final/, OUT/metrics.jsonl and
     OUT/eval_results.json. Launch with `torchrun --nproc-per-node N -m rtoolkit.cli finetune ...` for several GPUs.
     """
-    from rtoolkit.train.finetune import FinetuneConfig, finetune
+    from rtoolkit.train.finetune import finetune
 
-    config = FinetuneConfig(
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()},
-        train_file=str(train_file) if train_file else None,
-        validation_file=str(validation_file) if validation_file else None,
-        test_file=str(test_file) if test_file else None,
-        data_format=data_format,
-        progress=not no_progress,
-    )
     results = finetune(config)
     if os.environ.get("RANK", "0") != "0":
         return
@@ -478,45 +243,41 @@ def finetune_cmd(train_file, validation_file, test_file, data_format, no_progres
         click.echo(f"predictions -> {path}")
 
 
+def _finetune_field_options(command):
+    """Options of `evaluate` that are finetuning settings too (the same names, types and help)."""
+    options = [
+        field_option(FinetuneConfig, "model", help="Finetuned model folder (e.g. OUT/best)."),
+        field_option(FinetuneConfig, "task"),
+        field_option(FinetuneConfig, "data_dir"),
+        click.option(
+            "--split",
+            default="dev",
+            show_default=True,
+            help="GLUE split (dev = MNLI's matched and mismatched).",
+        ),
+        field_option(FinetuneConfig, "validation_file", names=["--validation"], help="Custom labelled data."),
+        *(field_option(FinetuneConfig, name) for name in ("text_column", "text_pair_column", "label_column")),
+        field_option(FinetuneConfig, "data_format", names=["--format"]),
+        field_option(FinetuneConfig, "tokenizer"),
+        field_option(FinetuneConfig, "max_length"),
+        field_option(FinetuneConfig, "eval_batch_size", names=["--batch-size"], param="batch_size"),
+        field_option(FinetuneConfig, "max_eval_samples", names=["--max-samples"], param="max_samples"),
+        field_option(FinetuneConfig, "precision"),
+        field_option(FinetuneConfig, "device"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("evaluate")
-@click.option("--model", required=True, help="Finetuned model folder (e.g. OUT/best).")
-@click.option("--task", default=None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder with the task's GLUE .tsv files.",
-)
-@click.option(
-    "--split", default="dev", show_default=True, help="GLUE split (dev = MNLI's matched and mismatched)."
-)
-@click.option(
-    "--validation",
-    "validation_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Custom labelled data.",
-)
-@_custom_data_options
-@click.option(
-    "--tokenizer",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Tokenizer folder [default: the model's].",
-)
-@click.option("--max-length", type=int, default=512, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-samples", type=int, default=None, help="Evaluate on the first N rows only.")
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
-)
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda when available].")
+@_finetune_field_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def evaluate_cmd(as_json: bool, **options) -> None:
     """Score a finetuned model on a GLUE split or a custom labelled file (loss and the task's metrics)."""
     from rtoolkit.train.finetune import evaluate_model
 
-    results = evaluate_model(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
+    results = evaluate_model(**options)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -531,7 +292,7 @@ def evaluate_cmd(as_json: bool, **options) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Export folder (self-contained).")
 @click.option(
     "--task",
-    type=click.Choice(["auto", "fill-mask", "classification", "embedding"]),
+    type=click.Choice(["auto", *TASKS]),
     default="auto",
     show_default=True,
     help="What the graph outputs; auto reads the checkpoint's architecture.",
@@ -541,13 +302,13 @@ def evaluate_cmd(as_json: bool, **options) -> None:
 )
 @click.option("--optimize", is_flag=True, help="Add model.optimized.onnx (ONNX Runtime transformer fusions).")
 @click.option(
-    "--quantize", type=click.Choice(["int8"]), default=None, help="Add model.int8.onnx (dynamic int8)."
+    "--quantize", type=click.Choice(QUANTIZE_MODES), default=None, help="Add model.int8.onnx (dynamic int8)."
 )
 @click.option("--per-channel", is_flag=True, help="int8: one scale per output channel.")
 @click.option(
     "--exclude",
     multiple=True,
-    type=click.Choice(["embeddings", "head"]),
+    type=click.Choice(EXCLUDE_GROUPS),
     help="int8: keep these node groups in fp32 (repeatable).",
 )
 @click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (for GPUs; LayerNorm kept in fp32).")
@@ -615,24 +376,12 @@ def export_cmd(
     click.echo(f"{manifest.task} export in {out} (opset {manifest.opset}):")
     for art in manifest.artifacts:
         v = art.validation
-        numbers = ", ".join(
-            f"{k} {v[k]:.4g}"
-            for k in (
-                "max_abs_diff",
-                "top1_agreement",
-                "top5_agreement",
-                "pearson",
-                "cosine_min",
-                "accuracy_drop",
-            )
-            if k in v
-        )
+        numbers = ", ".join(f"{k} {v[k]:.4g}" for k in VALIDATION_KEYS if k in v)
         status = ("passed" if art.passed else "FAILED") if v else "not validated"
         click.echo(f"  {art.file:<28} {art.precision:<5} {status:<13} {numbers}")
 
 
 # ---------------------------------------------------------------------------------- serving: predict, demo
-_PREDICT_BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 QUICKSTART_MODEL = Path("runs") / "quickstart" / "final"
 
 
@@ -649,7 +398,7 @@ def _predictor_options(command):
         ),
         click.option(
             "--backend",
-            type=click.Choice(_PREDICT_BACKENDS),
+            type=click.Choice(BACKENDS),
             default="auto",
             show_default=True,
             help="auto: TensorRT on CUDA > optimized ONNX > ONNX > torch.",
@@ -657,7 +406,7 @@ def _predictor_options(command):
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option(
             "--precision",
-            type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+            type=click.Choice([p for p in PRECISIONS if p is not None]),
             default=None,
             help="Pick this export (default: fp32, fp16 for CUDA exports); the torch backend runs fp16/bf16 on CUDA.",
         ),
@@ -806,7 +555,7 @@ def predict_classify_cmd(
 
 @predict_group.command("embed")
 @_predictor_options
-@click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True)
+@click.option("--pooling", type=click.Choice(POOLINGS), default="mean", show_default=True)
 @click.option("--no-normalize", is_flag=True, help="Keep the raw pooled vectors (default: unit length).")
 def predict_embed_cmd(
     texts,
@@ -844,7 +593,7 @@ def predict_embed_cmd(
 @click.option(
     "--classifier", type=click.Path(path_type=Path), default=None, help="A finetuned classifier too."
 )
-@click.option("--backend", type=click.Choice(_PREDICT_BACKENDS), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface)."

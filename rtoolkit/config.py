@@ -61,7 +61,12 @@ _IGNORED_HF_KEYS = {
 
 
 class ConfigError(ValueError):
-    """A configuration value a user has to fix (raised as ValueError)."""
+    """A configuration value a user has to fix (raised as ValueError). `fields` names the settings the message
+    mentions by their field names (`batch_size`), so a front end can show them in its own words (`--batch-size`)."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 _INT_FIELDS = (

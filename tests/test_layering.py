@@ -60,3 +60,42 @@ def test_the_export_folder_format_has_one_owner():
         f"rtoolkit/runtime/artifacts.py:{n}"
         for n in ("MANIFEST_NAME", "ONNX_FP32", "ENGINES_DIR", "TASKS", "Manifest", "Artifact")
     )
+
+
+def _string_sequences(path):
+    """(line, frozenset of strings) for every list/tuple literal made of two or more string constants."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        strings = isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) >= 2
+        if strings and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            yield node.lineno, frozenset(e.value for e in node.elts)
+
+
+def test_choice_lists_and_the_mask_probability_have_one_owner():
+    """Backends, precisions, tasks, export choices, validation keys and data formats are spelled out once; the
+    CLI and the other modules import them. The 0.15 mask probability is written only in MaskingConfig."""
+    owners = {
+        frozenset({"auto", "torch", "onnx", "tensorrt"}): "rtoolkit/runtime/backends.py",
+        frozenset({"fill-mask", "classification", "embedding"}): "rtoolkit/runtime/artifacts.py",
+        frozenset({"embeddings", "head"}): "rtoolkit/runtime/artifacts.py",
+        frozenset(
+            {"max_abs_diff", "top1_agreement", "top5_agreement", "pearson", "cosine_min", "accuracy_drop"}
+        ): ("rtoolkit/runtime/artifacts.py"),
+        frozenset({"fp32", "bf16", "fp16"}): "rtoolkit/train/loop.py",
+        frozenset({"csv", "tsv", "jsonl"}): "rtoolkit/data/glue.py",
+        frozenset({"mean", "cls"}): "rtoolkit/predictor.py",
+    }
+    found, owned = [], set()
+    for path in sorted([*(REPO / "rtoolkit").rglob("*.py"), *(REPO / "export").rglob("*.py")]):
+        rel = str(path.relative_to(REPO))
+        for line, values in _string_sequences(path):
+            if values in owners and owners[values] != rel:
+                found.append(f"{rel}:{line} {sorted(values)}")
+            elif values in owners:
+                owned.add(values)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        probabilities = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == 0.15]
+        if probabilities and rel != "rtoolkit/data/masking.py":
+            found.append(f"{rel}:{probabilities} writes 0.15")
+    assert found == []
+    assert owned == set(owners)  # each list is where the test says

@@ -15,14 +15,16 @@ import json
 import logging
 import math
 import os
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("csv", "tsv", "jsonl")
+DataFormat = Literal["csv", "tsv", "jsonl"]
+FORMATS: tuple[str, ...] = typing.get_args(DataFormat)
 
 
 class DataError(ValueError):
@@ -68,6 +70,8 @@ class GlueTask:
     """Epochs in the fairseq recipe."""
     warmup_ratio: float = 0.06
     """Share of the updates spent warming the learning rate up from 0."""
+    classifier_dropout: float = 0.0
+    """Dropout in the classification head (fairseq's pooler_dropout; Hugging Face's default would be 0.1)."""
 
     @property
     def is_regression(self) -> bool:

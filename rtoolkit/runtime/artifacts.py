@@ -41,6 +41,19 @@ ENGINES_DIR = "engines"
 TIMING_CACHE = "timing.cache"
 MANIFEST_VERSION = 1
 
+# What `rtoolkit export` can add: the quantization modes, and the node groups int8 may leave in fp32.
+QUANTIZE_MODES = ("int8",)
+EXCLUDE_GROUPS = ("embeddings", "head")
+# The numbers an artifact's validation record may hold, in the order they are reported.
+VALIDATION_KEYS = (
+    "max_abs_diff",
+    "top1_agreement",
+    "top5_agreement",
+    "pearson",
+    "cosine_min",
+    "accuracy_drop",
+)
+
 # Which architecture in config.json means which task, and the state-dict prefix that proves the head is there.
 ARCHITECTURE_TASKS = {
     "RobertaForMaskedLM": "fill-mask",

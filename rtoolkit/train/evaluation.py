@@ -49,9 +49,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def load_classifier(
-    model_dir: str | os.PathLike, space: LabelSpace, *, dropout: float | None = None
+    model_dir: str | os.PathLike,
+    space: LabelSpace,
+    *,
+    dropout: float | None = None,
+    classifier_dropout: float | None = None,
 ) -> RobertaForSequenceClassification:
-    """A sequence classifier for `space` on the encoder in `model_dir`.
+    """A sequence classifier for `space` on the encoder in `model_dir`; `dropout` replaces the encoder's dropout,
+    `classifier_dropout` the head's (None: the folder's setting, else the encoder's dropout).
 
     The classifier head is kept when the folder has one of the same shape (continued finetuning) and freshly
     initialised otherwise (a pretrained encoder, or a head trained for another label set).
@@ -69,6 +74,8 @@ def load_classifier(
         data["id2label"] = space.id2label
     if dropout is not None:
         data.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    if classifier_dropout is not None:
+        data["classifier_dropout"] = classifier_dropout
     config = RobertaConfig.from_dict(data)
     model = RobertaForSequenceClassification(config)
     state = load_state_dict(folder)

@@ -18,13 +18,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from rtoolkit.checkpoint import CheckpointError, atomic_write_bytes, save_model
 from rtoolkit.data.batching import collate_classification, epoch_plan, sorted_batches
-from rtoolkit.data.glue import TaskData, get_task, load_task_data
+from rtoolkit.data.glue import DataFormat, TaskData, get_task, load_task_data
 from rtoolkit.tokenizer import Tokenizer
 from rtoolkit.train.distributed import (
     DistInfo,
@@ -46,11 +46,12 @@ from rtoolkit.train.evaluation import (
     write_test_predictions,
 )
 from rtoolkit.train.loop import (
-    PRECISIONS,
+    RUN_CONFIG_NAME,
     MetricsWriter,
+    Precision,
     TrainingDiverged,
+    claim_run_folder,
     clear_run,
-    earlier_run,
     latest_checkpoint,
     make_grad_scaler,
     progress_bar,
@@ -62,6 +63,16 @@ from rtoolkit.train.loop import (
     write_run_config,
 )
 from rtoolkit.train.optim import build_optimizer, linear_schedule, warmup_from_ratio
+from rtoolkit.train.runconfig import (
+    ConfigError,
+    check_choices,
+    check_minimum,
+    check_resume_or_overwrite,
+    check_resume_settings,
+    seed_dropout,
+    seed_init,
+    to_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,65 +80,78 @@ BEST_DIR = "best"
 EVAL_RESULTS_NAME = "eval_results.json"
 PREDICTIONS_DIR = "predictions"
 # Custom data: the small-task settings of the fairseq recipe (RTE, STS-B).
-CUSTOM_DEFAULTS = {"lr": 2e-5, "batch_size": 16, "epochs": 10, "warmup_ratio": 0.06}
+CUSTOM_DEFAULTS = {
+    "lr": 2e-5,
+    "batch_size": 16,
+    "epochs": 10,
+    "warmup_ratio": 0.06,
+    "classifier_dropout": 0.0,
+}
 
 
 # ------------------------------------------------------------------------------------------------- config
 @dataclass
 class FinetuneConfig:
-    """Every setting of a finetuning run; None for lr / batch_size / epochs / warmup_ratio means the task preset."""
+    """Every setting of a finetuning run (conventions: rtoolkit.train.runconfig). None for lr, batch_size, epochs,
+    warmup_ratio and classifier_dropout means the task's fairseq preset, filled in by `resolved`."""
 
-    model: str
-    """Model folder: from `rtoolkit pretrain`, a Hugging Face RoBERTa folder, or a finetuned model."""
-    out: str
+    model: Path
+    """Model folder: from `rtoolkit pretrain`, a Hugging Face RoBERTa folder (roberta-base), or a finetuned model."""
+    out: Path
     """Run folder: checkpoints/step-N/, best/, final/, metrics.jsonl, eval_results.json."""
     task: str | None = None
-    """GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli); None for custom data."""
-    data_dir: str | None = None
-    """Folder with the task's GLUE files (or the GLUE root holding e.g. SST-2/)."""
-    train_file: str | None = None
+    """GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli. Default: none (custom data)."""
+    data_dir: Path | None = None
+    """Folder with the task's GLUE .tsv files (or the GLUE root holding e.g. SST-2/)."""
+    train_file: Path | None = None
     """Custom training data (.csv, .tsv or .jsonl)."""
-    validation_file: str | None = None
-    """Custom validation data, same columns as the training data."""
-    test_file: str | None = None
-    """Custom data to predict with --predict (the label column may be absent)."""
+    validation_file: Path | None = None
+    """Custom validation data, with the training data's columns."""
+    test_file: Path | None = None
+    """Custom data labelled after training when predict is on (the label column may be absent)."""
     text_column: str = "text"
     """Custom data: column of the text."""
     text_pair_column: str | None = None
-    """Custom data: column of the second text of a pair (None: single texts)."""
+    """Custom data: column of the second text of a pair. Default: none (single texts)."""
     label_column: str = "label"
     """Custom data: column of the label (strings, integers, or floats for regression)."""
     regression: bool = False
-    """Custom data: treat the labels as numbers to regress on, even when they are integers."""
-    data_format: str | None = None
-    """Custom data: csv, tsv or jsonl (None: from the file suffix)."""
-    tokenizer: str | None = None
-    """Tokenizer folder (None: the model folder's own tokenizer)."""
+    """Custom data: regress on the labels, even when they are integers."""
+    data_format: DataFormat | None = None
+    """Custom data format. Default: from the file suffix."""
+    tokenizer: Path | None = None
+    """Tokenizer folder. Default: the model folder's own tokenizer."""
     lr: float | None = None
-    """Peak learning rate (None: the task preset)."""
+    """Peak learning rate. Default: the task preset (1e-5; 2e-5 for RTE, STS-B and custom data)."""
     batch_size: int | None = None
-    """Sentences per optimizer step, over all processes (None: the task preset)."""
+    """Sentences per optimizer step, over all processes. Default: the task preset (16 or 32)."""
     epochs: int | None = None
-    """Passes over the training data (None: the task preset, 10)."""
+    """Passes over the training data. Default: the task preset, 10."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides epochs for the schedule length)."""
+    """Stop after this many optimizer steps (they set the schedule's length instead of epochs)."""
     warmup_ratio: float | None = None
-    """Share of the steps spent in linear warmup (None: the task preset, 0.06)."""
+    """Share of the steps spent in linear warmup. Default: the task preset, 0.06 (QQP: 0.25)."""
     weight_decay: float = 0.1
-    """Decoupled weight decay (biases and LayerNorm weights exempt)."""
+    """Decoupled weight decay."""
+    decay_all: bool = False
+    """Apply weight decay to biases and LayerNorm weights too, as fairseq does (default: they are exempt)."""
+    fairseq_warmup: bool = False
+    """Warm up as fairseq does: update k (from 1) at max(k - 1, 1) / warmup of the peak instead of k / warmup."""
     adam_betas: tuple[float, float] = (0.9, 0.98)
     """Adam beta1, beta2."""
     adam_eps: float = 1e-6
     """Adam epsilon."""
     clip_norm: float = 0.0
     """Gradient-norm clipping (0: off, as in fairseq's GLUE recipe)."""
+    classifier_dropout: float | None = None
+    """Dropout in the classification head. Default: the task preset, 0.0 (fairseq's pooler_dropout)."""
     max_length: int = 512
     """Longest input in tokens, <s> and </s> included (also capped by the model's position table)."""
     micro_batch_size: int | None = None
-    """Sentences per forward/backward on each process; gradients accumulate to batch_size (None: no split)."""
+    """Sentences per forward/backward on each process; gradients accumulate to batch_size. Default: no split."""
     group_by_length: bool = True
     """Batch rows of similar length together (fairseq's order: little or no padding, several times fewer tokens
-    per step on short sentences); False: random batches, each padded to its longest row."""
+    per step on short sentences); off: random batches, each padded to its longest row."""
     eval_batch_size: int = 64
     """Sentences per evaluation batch."""
     eval_every: int = 0
@@ -135,81 +159,85 @@ class FinetuneConfig:
     save_every: int = 0
     """Also write a resumable checkpoint every N steps (0: at each evaluation)."""
     keep_last: int = 1
-    """Resumable checkpoints to keep under OUT/checkpoints (best/ and final/ are kept apart)."""
+    """Resumable checkpoints kept under OUT/checkpoints (best/ and final/ are kept apart)."""
     log_every: int = 10
-    """Write the training loss to metrics.jsonl every N steps."""
+    """Steps per training-loss record in metrics.jsonl."""
     seed: int = 1
-    """Seed of the classifier initialisation, the data order and dropout."""
-    precision: str = "auto"
+    """Seed of the classifier initialisation and the data order (dropout: seed + rank)."""
+    precision: Literal["auto", Precision] = "auto"
     """fp32, bf16, fp16, or auto (bf16 on a GPU that supports it, else fp32)."""
     device: str | None = None
-    """cpu, cuda, cuda:1 ... (None: cuda when available)."""
+    """cpu | cuda | cuda:N; under torchrun 'cuda' is cuda:LOCAL_RANK. Default: cuda when available."""
     max_train_samples: int | None = None
-    """Use only the first N training rows (quick runs)."""
+    """Train on the first N rows only (quick runs)."""
     max_eval_samples: int | None = None
-    """Evaluate on only the first N rows of each evaluation split."""
+    """Evaluate on the first N rows of each evaluation split only."""
     main_metric: str | None = None
-    """The metric that picks best/ (None: the task's; accuracy or pearson for custom data)."""
+    """The metric that picks best/. Default: the task's; accuracy or pearson for custom data."""
     predict: bool = False
     """After training, write test-set predictions from best/ (GLUE submission format for GLUE tasks)."""
     resume: bool = False
     """Continue the run in OUT from its latest checkpoint."""
     overwrite: bool = False
-    """Start again in an OUT that holds an earlier run (its checkpoints, best/, final/, metrics are deleted first)."""
+    """Start again in an OUT that holds an earlier run (its checkpoints, best/, final/ and metrics are deleted
+    first)."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show a progress bar (first process only)."""
+
+    # Settings that must not change when a run is resumed (the step would no longer mean the same data).
+    RESUME_INVARIANTS: ClassVar[tuple[str, ...]] = (
+        "task", "data_dir", "train_file", "max_train_samples", "batch_size", "group_by_length", "seed",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
+        for name in ("model", "out", "data_dir", "train_file", "validation_file", "test_file", "tokenizer"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for missing data or a setting out of range (before anything is read or written)."""
         if self.task is None and self.train_file is None:
-            raise ValueError(
+            raise ConfigError(
                 "give a GLUE task (task + data_dir) or custom data (train_file + validation_file)"
             )
         if self.task is not None and (self.train_file or self.validation_file):
-            raise ValueError("give either a GLUE task or custom train/validation files, not both")
+            raise ConfigError("give either a GLUE task or custom train/validation files, not both")
         if self.task is not None:
             get_task(self.task)  # unknown names fail here
             if self.data_dir is None:
-                raise ValueError(f"task {self.task} needs data_dir (the folder with its GLUE .tsv files)")
+                raise ConfigError(f"task {self.task} needs data_dir (the folder with its GLUE .tsv files)")
         if self.train_file is not None and self.validation_file is None:
-            raise ValueError("custom data needs a validation file too")
-        for name in (
-            "batch_size",
-            "epochs",
-            "max_steps",
-            "micro_batch_size",
-            "eval_batch_size",
-            "max_length",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("eval_every", "save_every", "log_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
-        if self.precision not in ("auto", *PRECISIONS):
-            raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
+            raise ConfigError("custom data needs a validation file too", fields=("validation_file",))
+        check_choices(self)
+        check_resume_or_overwrite(self)
+        names = ("batch_size", "epochs", "max_steps", "micro_batch_size", "eval_batch_size", "max_length")
+        check_minimum(self, (*names, "keep_last"), 1)
+        check_minimum(self, ("eval_every", "save_every", "log_every"), 0)
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.resume and self.overwrite:
-            raise ValueError("resume continues the run in out and overwrite starts it again: choose one")
+            raise ConfigError(f"lr must be positive, got {self.lr}", fields=("lr",))
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio <= 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            raise ConfigError(
+                f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}", fields=("warmup_ratio",)
+            )
+        if self.classifier_dropout is not None and not 0 <= self.classifier_dropout < 1:
+            raise ConfigError(
+                f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}",
+                fields=("classifier_dropout",),
+            )
 
     def resolved(self) -> FinetuneConfig:
-        """A copy with lr / batch_size / epochs / warmup_ratio filled from the task preset."""
+        """A copy with lr, batch_size, epochs, warmup_ratio and classifier_dropout filled from the task preset."""
         preset: dict[str, Any] = dict(CUSTOM_DEFAULTS)
         if self.task is not None:
             t = get_task(self.task)
-            preset = {
-                "lr": t.lr,
-                "batch_size": t.batch_size,
-                "epochs": t.epochs,
-                "warmup_ratio": t.warmup_ratio,
-            }
+            preset = {name: getattr(t, name) for name in preset}
         values = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in preset.items()}
         return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -247,23 +275,6 @@ RUN_FILES = (
     EVAL_RESULTS_NAME,
     PREDICTIONS_DIR,
 )
-
-
-def _check_out_dir(out: Path, resume_run: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from; refuses to write over an earlier run unless resuming it or told to start again
-    (which happens later, once every check has passed)."""
-    checkpoint = latest_checkpoint(out)
-    if resume_run:
-        if checkpoint is None:
-            raise FileNotFoundError(f"nothing to resume: {out} has no checkpoint under checkpoints/")
-        return checkpoint
-    leftovers = earlier_run(out, RUN_FILES)
-    if leftovers and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(leftovers)}); pass --resume to continue it, --overwrite to start "
-            f"again (deleting those), or choose another --out"
-        )
-    return None
 
 
 @dataclass
@@ -306,17 +317,19 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
 def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
     """Check OUT, read and encode the data, build the classifier, optimizer and schedule, restore a checkpoint."""
-    out, device = Path(cfg.out), info.device
+    out, device = cfg.out, info.device
     precision = resolve_precision(cfg.precision, device)
     if info.is_main:
         recover_run_folder(out, folders=("final", BEST_DIR))
     barrier(info)
-    start_from = _check_out_dir(out, cfg.resume, cfg.overwrite)
+    start_from = claim_run_folder(out, RUN_FILES, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.resume:
+        check_resume_settings(out / RUN_CONFIG_NAME, cfg.to_dict(), cfg.RESUME_INVARIANTS)
     data = load_finetune_data(cfg)
     assert data.train is not None
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
-    torch.manual_seed(cfg.seed)
-    model = load_classifier(cfg.model, data.space)
+    seed_init(cfg.seed)
+    model = load_classifier(cfg.model, data.space, classifier_dropout=cfg.classifier_dropout)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise CheckpointError(
             f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size} embeddings"
@@ -330,10 +343,14 @@ def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = warmup_from_ratio(total_steps, cfg.warmup_ratio)
     model = wrap_model(model.to(device), info)
+    seed_dropout(cfg.seed, info.rank)
     optimizer = build_optimizer(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+        decay_all=cfg.decay_all,
+    )  # fmt: skip
+    scheduler = linear_schedule(
+        optimizer, warmup_steps=warmup, total_steps=total_steps, fairseq_warmup=cfg.fairseq_warmup
     )
-    scheduler = linear_schedule(optimizer, warmup_steps=warmup, total_steps=total_steps)
     run = FinetuneRun(
         cfg, info, out, precision, data, tokenizer, max_length, train_ids, steps_per_epoch, total_steps, model,
         optimizer, scheduler, make_grad_scaler(precision, device),
@@ -344,7 +361,7 @@ def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
     if info.is_main:
         if cfg.overwrite and start_from is None:
             clear_run(out, RUN_FILES)  # every check has passed: only now is the earlier run deleted
-        write_run_config(out, {**dataclasses.asdict(cfg), "precision": precision, "total_steps": total_steps})
+        write_run_config(out, {**cfg.to_dict(), "precision": precision, "total_steps": total_steps})
         run.metrics = MetricsWriter(out / "metrics.jsonl", truncate_after_step=run.step)
     logger.info(
         "finetuning %s on %d rows: %d steps (%d per epoch), batch %d, lr %g, warmup %d, %s on %s",

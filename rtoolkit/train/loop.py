@@ -53,10 +53,11 @@ import os
 import random
 import re
 import shutil
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -84,7 +85,8 @@ from rtoolkit.train.distributed import (
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
 TRAIN_STATE_NAME = "train_state.pt"
@@ -521,6 +523,34 @@ def earlier_run(out_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
     """Which of `names` (checkpoints, final, metrics.jsonl, ...) an earlier run left in `out_dir`."""
     out = Path(out_dir)
     return [name for name in names if (out / name).exists()]
+
+
+def claim_run_folder(
+    out_dir: str | os.PathLike, names: Sequence[str], *, resume: bool, overwrite: bool
+) -> Path | None:
+    """The checkpoint a run continues from, by the rules both recipes follow. An OUT holding an earlier run (any of
+    `names`) is continued with `resume` (from its latest checkpoint; with none saved yet, from step 0), started again
+    with `overwrite` (the caller deletes the earlier run with `clear_run` once every other check has passed) or
+    refused; `resume` in an OUT that holds no run at all is an error."""
+    out = Path(out_dir)
+    earlier = earlier_run(out, names)
+    checkpoint = latest_checkpoint(out)
+    if resume:
+        if checkpoint is None and not earlier:
+            raise FileNotFoundError(
+                f"nothing to resume: {out} holds no run (no checkpoint under checkpoints/)"
+            )
+        if checkpoint is None:
+            logger.warning(
+                "resume: %s holds no checkpoint yet (%s), starting from step 0", out, ", ".join(earlier)
+            )
+        return checkpoint
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, --overwrite to start "
+            f"again (deleting those), or choose another --out"
+        )
+    return None
 
 
 def clear_run(out_dir: str | os.PathLike, names: Sequence[str]) -> None:

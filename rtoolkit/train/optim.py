@@ -22,8 +22,9 @@ from torch.optim.lr_scheduler import LambdaLR
 logger = logging.getLogger(__name__)
 
 
-def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weights, and biases + LayerNorm weights with weight_decay 0.
+def param_groups(model: nn.Module, *, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Two AdamW groups: decayed weights, and biases + LayerNorm weights with weight_decay 0 (with `decay_all`, as
+    in fairseq, every parameter is decayed and the second group is empty).
 
     Tied parameters (the LM decoder and the word embeddings) appear once.
     """
@@ -35,7 +36,7 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.endswith("bias") or id(param) in no_decay:
+        if not decay_all and (name.endswith("bias") or id(param) in no_decay):
             skip.append(param)
         else:
             decay.append(param)
@@ -53,8 +54,10 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
     fused: bool | None = None,
+    decay_all: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW over `model`'s trainable parameters (RoBERTa: betas (0.9, 0.98), eps 1e-6).
+    """AdamW over `model`'s trainable parameters (RoBERTa: betas (0.9, 0.98), eps 1e-6). Biases and LayerNorm
+    weights are not decayed unless `decay_all` (fairseq decays them too).
 
     `fused=None` picks the fused kernel when every parameter is a floating-point tensor on CUDA or CPU.
     """
@@ -64,7 +67,7 @@ def build_optimizer(
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
         raise ValueError(f"betas must be in [0, 1), got {betas}")
-    groups = param_groups(model, weight_decay=weight_decay)
+    groups = param_groups(model, weight_decay=weight_decay, decay_all=decay_all)
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -79,12 +82,16 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, fairseq_warmup: bool = False
+) -> LambdaLR:
     """Linear warmup to the peak learning rate, then linear decay to 0 at `total_steps` (fairseq's
     polynomial_decay with power 1).
 
     The multiplier for the k-th optimizer step (k = 0, 1, ...) is (k + 1) / warmup_steps during warmup, so the first
-    step already moves the weights, then (total_steps - k) / (total_steps - warmup_steps).
+    step already moves the weights and step warmup_steps - 1 is at the peak, then (total_steps - k) /
+    (total_steps - warmup_steps). fairseq updates its rate after each step, so its warmup lags one step:
+    max(k, 1) / warmup_steps for k <= warmup_steps (`fairseq_warmup=True` reproduces it); the decay is the same.
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
@@ -92,6 +99,8 @@ def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup_steps: int, tota
         raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
 
     def factor(step: int) -> float:
+        if fairseq_warmup and warmup_steps > 0 and step <= warmup_steps:
+            return max(step, 1) / warmup_steps
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if total_steps == warmup_steps:

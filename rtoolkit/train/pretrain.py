@@ -13,7 +13,6 @@ With no data, `prepare_sample` trains a tokenizer on the bundled sample corpus a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,14 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from rtoolkit.config import ConfigError, RobertaConfig
 from rtoolkit.data.batching import EVAL_EPOCH, MlmCollator, StepBatches, micro_batches, mlm_eval_batches
 from rtoolkit.data.corpus import (
-    FORMATS,
     TOKENIZER_DIR,
     BlockDataset,
     CorpusError,
@@ -49,13 +47,13 @@ from rtoolkit.train.loop import (
     METRICS_NAME,
     RUN_CONFIG_NAME,
     MetricsWriter,
+    Precision,
     StepResult,
     TrainingDiverged,
     batch_tokens,
+    claim_run_folder,
     clear_run,
-    earlier_run,
     evaluate,
-    latest_checkpoint,
     make_grad_scaler,
     progress_bar,
     recover_run_folder,
@@ -69,99 +67,143 @@ from rtoolkit.train.loop import (
 )
 from rtoolkit.train.optim import build_optimizer, linear_schedule
 from rtoolkit.train.plots import plot_runs
+from rtoolkit.train.runconfig import (
+    check_choices,
+    check_minimum,
+    check_resume_or_overwrite,
+    check_resume_settings,
+    seed_dropout,
+    seed_init,
+    to_dict,
+)
 
 logger = logging.getLogger(__name__)
 
 # What a run writes into OUT: an OUT holding any of them holds an earlier run.
 RUN_FILES = ("checkpoints", "final", METRICS_NAME, RUN_CONFIG_NAME)
-# Settings that must not change when a run is resumed (the data position would no longer mean anything).
+# What 0 means for the settings where it is allowed.
 _ZERO_MEANS = {
     "eval_every": "only at the start and the end",
     "save_every": "only at the end",
     "eval_max_blocks": "no held-out evaluation",
 }
-_RESUME_INVARIANTS = ("data", "seq_len", "batch_size", "format", "masking", "static_copies", "seed")
+Format = Literal["full-sentences", "doc-sentences"]
 
 
 @dataclass
 class PretrainConfig:
-    """Every setting of a pretraining run. None means "the default for this run" (see `resolved`)."""
+    """Every setting of a pretraining run (conventions: rtoolkit.train.runconfig). None means "the default for this
+    run", filled in by `resolved`: a short tiny-model run on the bundled sample, the paper's recipe on real data."""
 
-    out: Path  # run folder: checkpoints/, final/, metrics.jsonl, run_config.json
-    data: Path | None = (
-        None  # preprocessed folder; None: the bundled sample corpus (prepared under OUT/sample)
-    )
-    eval_data: tuple[
-        Path, ...
-    ] = ()  # more preprocessed folders whose valid split is evaluated (e.g. WikiText)
-    model_config: str | None = (
-        None  # tiny | base | large | a config.json; default tiny on the sample, else base
-    )
-    init_from: Path | None = (
-        None  # continue pretraining this model folder (its tokenizer must match the data's)
-    )
-    format: str = "full-sentences"  # full-sentences | doc-sentences (paper §4.2)
-    masking: str = (
-        "dynamic"  # dynamic (RoBERTa) | static (BERT: masks fixed, data duplicated static_copies times)
-    )
-    static_copies: int = 10  # copies of the data for static masking
-    mask_prob: float = 0.15  # share of tokens chosen for prediction
-    random_token_prob: float = 0.1  # share of chosen tokens replaced by a random token
-    leave_unmasked_prob: float = 0.1  # share of chosen tokens left unchanged
-    whole_word_mask: bool = False  # choose whole words instead of single tokens
-    seq_len: int | None = None  # tokens per block incl. <s> and </s>; default min(512, model max)
-    batch_size: int | None = None  # sequences per optimizer step (all processes); paper: 8192
-    micro_batch_size: int | None = None  # sequences per forward/backward; accumulation is derived
-    max_steps: int | None = None  # optimizer steps; paper: 500k
-    lr: float | None = None  # peak learning rate; paper (base): 6e-4
-    warmup_steps: int | None = None  # linear warmup; paper: 24k of 500k (4.8%), scaled with max_steps
-    weight_decay: float = 0.01  # decoupled, not on biases and LayerNorm
+    out: Path
+    """Run folder: checkpoints/step-N/, final/, metrics.jsonl, run_config.json."""
+    data: Path | None = None
+    """Folder from `rtoolkit preprocess`. Default: the bundled sample corpus (prepared under OUT/sample), a tiny model
+    and a short run."""
+    eval_data: tuple[Path, ...] = ()
+    """More preprocessed folders whose valid split is evaluated too (e.g. WikiText)."""
+    model_config: str | None = None
+    """tiny | base | large | a config.json. Default: tiny on the sample, else base."""
+    init_from: Path | None = None
+    """Continue pretraining this model folder (its tokenizer must be the data's)."""
+    format: Format = "full-sentences"
+    """Block packing (paper §4.2): full-sentences crosses documents, doc-sentences does not."""
+    masking: Literal["dynamic", "static"] = "dynamic"
+    """dynamic: fresh masks every epoch (RoBERTa); static: BERT's fixed masks, the data copied static_copies
+    times."""
+    static_copies: int = 10
+    """Static masking: copies of the data, each with its own masks."""
+    mask_prob: float = MaskingConfig.mask_prob
+    """Share of tokens chosen for prediction."""
+    random_token_prob: float = MaskingConfig.random_token_prob
+    """Share of the chosen tokens replaced by a random token."""
+    leave_unmasked_prob: float = MaskingConfig.leave_unmasked_prob
+    """Share of the chosen tokens left unchanged."""
+    whole_word_mask: bool = False
+    """Mask whole words (a word starts at a 'Ġ' token) instead of single tokens."""
+    seq_len: int | None = None
+    """Tokens per block, <s> and </s> included. Default: min(512, the model's maximum)."""
+    batch_size: int | None = None
+    """Sequences per optimizer step, over all processes. Default: 8192 (paper); 16 on the sample."""
+    micro_batch_size: int | None = None
+    """Sequences per forward/backward on each process; gradient accumulation is derived. Default: 16."""
+    max_steps: int | None = None
+    """Optimizer steps. Default: 500000 (paper); 600 on the sample."""
+    lr: float | None = None
+    """Peak learning rate. Default: 6e-4 (paper, base); 1e-3 on the sample."""
+    warmup_steps: int | None = None
+    """Linear warmup steps. Default: 4.8% of max_steps, at most 24000 (paper: 24k of 500k)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay."""
+    decay_all: bool = False
+    """Apply weight decay to biases and LayerNorm weights too, as fairseq does (default: they are exempt)."""
+    fairseq_warmup: bool = False
+    """Warm up as fairseq does: update k (from 1) at max(k - 1, 1) / warmup of the peak instead of k / warmup."""
     adam_betas: tuple[float, float] = (0.9, 0.98)
+    """Adam beta1, beta2 (paper: beta2 0.98 for stability with large batches)."""
     adam_eps: float = 1e-6
-    clip_norm: float = 0.0  # gradient clipping max norm; 0 = off (paper)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
-    compile: bool = False  # torch.compile the model
-    fsdp: bool = False  # shard the model with FSDP2 under torchrun
-    device: str | None = None  # None/auto: cuda when available, else cpu
-    seed: int = 0  # model init, data order and masks
-    eval_every: int | None = None  # steps between evaluations (0: only at the start and the end)
-    eval_max_blocks: int = 512  # blocks of each held-out set evaluated (evenly spread, fixed masks)
-    save_every: int | None = None  # steps between checkpoints (0: only at the end, which is always saved)
-    keep_last: int = 3  # checkpoints kept
-    log_every: int = 10  # steps per metrics.jsonl training record
-    resume: bool = False  # continue from the latest checkpoint in OUT
-    overwrite: bool = False  # start again in an OUT holding an earlier run (its run files are deleted first)
-    on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss does
-    num_workers: int | None = None  # processes that mask and collate ahead; default 0 on CPU, 4 on CUDA
-    progress: bool = True  # show a progress bar (rank 0)
-    sample_vocab_size: int = 8192  # tokenizer size for the bundled sample corpus
-    extra_model_config: dict[str, Any] = field(
-        default_factory=dict
-    )  # overrides of the model config (dropout...)
+    """Adam epsilon."""
+    clip_norm: float = 0.0
+    """Gradient-norm clipping (0: off, as in the paper)."""
+    precision: Precision = "fp32"
+    """fp32, or bf16 / fp16 autocast (fp16 adds a gradient scaler)."""
+    compile: bool = False
+    """torch.compile the encoder layers (before DDP/FSDP wrapping)."""
+    fsdp: bool = False
+    """Shard the model with FSDP (under torchrun)."""
+    device: str | None = None
+    """cpu | cuda | cuda:N; under torchrun 'cuda' is cuda:LOCAL_RANK. Default: cuda when available."""
+    seed: int = 0
+    """Seed of the model initialisation, the data order and the masks (dropout: seed + rank)."""
+    eval_every: int | None = None
+    """Steps between evaluations; 0: only at the start and the end. Default: 1000; 100 on the sample."""
+    eval_max_blocks: int = 512
+    """Blocks of each held-out set evaluated (evenly spread, fixed masks); 0: no held-out evaluation."""
+    save_every: int | None = None
+    """Steps between checkpoints; 0: only at the end (always saved). Default: 1000; 200 on the sample."""
+    keep_last: int = 3
+    """Checkpoints kept under OUT/checkpoints."""
+    log_every: int = 10
+    """Steps per training record in metrics.jsonl."""
+    resume: bool = False
+    """Continue the run in OUT from its latest checkpoint."""
+    overwrite: bool = False
+    """Start again in an OUT that holds an earlier run (its checkpoints, final/ and metrics are deleted first)."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """What a NaN/inf loss does: stop the run, or skip (and count) the step."""
+    num_workers: int | None = None
+    """Processes that mask and collate batches ahead. Default: 0 on CPU, 4 on CUDA."""
+    progress: bool = True
+    """Show a progress bar (first process only)."""
+    sample_vocab_size: int = 8192
+    """Ids of the tokenizer trained for the bundled sample corpus (runs without data)."""
+    extra_model_config: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model config (e.g. {"hidden_dropout_prob": 0.0})."""
+
+    # Settings that must not change when a run is resumed (the data position would no longer mean anything).
+    RESUME_INVARIANTS: ClassVar[tuple[str, ...]] = (
+        "data", "seq_len", "batch_size", "format", "masking", "static_copies", "seed",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.data = None if self.data is None else Path(self.data)
+        self.init_from = None if self.init_from is None else Path(self.init_from)
+        self.eval_data = tuple(Path(p) for p in self.eval_data)
 
     def resolved(self) -> PretrainConfig:
-        """Fill every None with its default: a short tiny-model run on the sample, the paper's recipe on data."""
+        """A copy with every None filled in: a short tiny-model run on the sample, the paper's recipe on data."""
         sample = self.data is None
-        cfg = dataclasses.replace(self)
-        cfg.out = Path(cfg.out)
-        cfg.eval_data = tuple(Path(p) for p in cfg.eval_data)
-        if cfg.model_config is None:
-            cfg.model_config = "tiny" if sample else "base"
-        defaults = (
+        defaults: dict[str, Any] = (
             dict(batch_size=16, micro_batch_size=16, max_steps=600, lr=1e-3, eval_every=100, save_every=200)
             if sample
-            else dict(
-                batch_size=8192,
-                micro_batch_size=16,
-                max_steps=500_000,
-                lr=6e-4,
-                eval_every=1000,
-                save_every=1000,
-            )
+            else dict(batch_size=8192, micro_batch_size=16, max_steps=500_000, lr=6e-4, eval_every=1000,
+                      save_every=1000)
+        )  # fmt: skip
+        defaults["model_config"] = "tiny" if sample else "base"
+        cfg = dataclasses.replace(
+            self, **{name: value for name, value in defaults.items() if getattr(self, name) is None}
         )
-        for name, value in defaults.items():
-            if getattr(cfg, name) is None:
-                setattr(cfg, name, value)
         if cfg.micro_batch_size > cfg.batch_size:
             cfg.micro_batch_size = cfg.batch_size
         if cfg.warmup_steps is None:
@@ -170,43 +212,26 @@ class PretrainConfig:
         return cfg
 
     def validate(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format must be one of {FORMATS}, got {self.format!r}")
-        if self.masking not in ("dynamic", "static"):
-            raise ConfigError(f"--masking must be 'dynamic' or 'static', got {self.masking!r}")
-        if self.resume and self.overwrite:
-            raise ConfigError(
-                "--resume continues the run in --out and --overwrite starts it again: choose one"
-            )
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
-        for name in (
-            "batch_size",
-            "micro_batch_size",
-            "max_steps",
-            "static_copies",
-            "keep_last",
-            "log_every",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        """Raise ConfigError for a setting out of range (run before anything is read or written)."""
+        check_choices(self)
+        check_resume_or_overwrite(self)
+        check_minimum(
+            self,
+            ("batch_size", "micro_batch_size", "max_steps", "static_copies", "keep_last", "log_every"),
+            1,
+        )
+        check_minimum(
+            self, ("eval_every", "save_every", "eval_max_blocks", "num_workers", "clip_norm"), 0, _ZERO_MEANS
+        )
         if (
             self.warmup_steps is not None
             and self.max_steps is not None
             and self.warmup_steps > self.max_steps
         ):
-            raise ConfigError(f"--warmup-steps ({self.warmup_steps}) exceeds --max-steps ({self.max_steps})")
-        for name in ("eval_every", "save_every", "eval_max_blocks"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be >= 0 (0: {_ZERO_MEANS[name]}), got {value}"
-                )
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.clip_norm < 0:
-            raise ConfigError(f"--clip-norm must be >= 0 (0 = off), got {self.clip_norm}")
+            raise ConfigError(
+                f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})",
+                fields=("warmup_steps", "max_steps"),
+            )
         self.masking_config()  # validates the probabilities
 
     def masking_config(self) -> MaskingConfig:
@@ -218,7 +243,7 @@ class PretrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        return to_dict(self)
 
 
 # ----------------------------------------------------------------------------------------------- sample data
@@ -270,20 +295,6 @@ def build_model_config(cfg: PretrainConfig, tokenizer: Tokenizer) -> RobertaConf
 
 
 # ------------------------------------------------------------------------------------------------- the run
-def _check_resume_config(out: Path, cfg: PretrainConfig) -> None:
-    path = out / RUN_CONFIG_NAME
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    new = cfg.to_dict()
-    changed = [k for k in _RESUME_INVARIANTS if k in old and old[k] != new[k]]
-    if changed:
-        details = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
-        raise ConfigError(
-            f"--resume with settings that differ from {path} ({details}); keep them as they were"
-        )
-
-
 @dataclass
 class Progress:
     """Where a run is: saved in every checkpoint, restored by --resume."""
@@ -331,18 +342,19 @@ def pretrain(config: PretrainConfig) -> Path:
 
 def setup(cfg: PretrainConfig, info: DistInfo) -> PretrainRun:
     """Check OUT, prepare and check the data, build the model, optimizer and schedule, restore a checkpoint."""
-    _claim_out_dir(cfg, info)
+    start_from = _claim_out_dir(cfg, info)
     cfg, meta, tokenizer, model_config = _resolve_data(cfg, info)
     masking = cfg.masking_config()
     train_blocks = BlockDataset(TokenSplit.open(cfg.data, "train"), seq_len=cfg.seq_len, format=cfg.format)
     if len(train_blocks) < cfg.batch_size:
-        raise CorpusError(
+        raise ConfigError(
             f"{cfg.data}: the train split makes {len(train_blocks)} blocks of {cfg.seq_len} tokens, fewer than one "
-            f"batch of {cfg.batch_size}; use more text, a smaller --batch-size or a shorter --seq-len"
+            f"batch of {cfg.batch_size}; use more text, a smaller batch_size or a shorter seq_len",
+            fields=("batch_size", "seq_len"),
         )
     collate = MlmCollator(train_blocks, tokenizer, seed=cfg.seed, masking=masking)
     eval_sets = _eval_sets(cfg, info, tokenizer, meta)
-    torch.manual_seed(cfg.seed)
+    seed_init(cfg.seed)
     if cfg.init_from is not None:
         model = RobertaForMaskedLM.from_pretrained(cfg.init_from, **cfg.extra_model_config)
     else:
@@ -350,16 +362,19 @@ def setup(cfg: PretrainConfig, info: DistInfo) -> PretrainRun:
     model.to(info.device).train()
     model = dist_utils.wrap_model(model, info, fsdp=cfg.fsdp, compile=cfg.compile)
     optimizer = build_optimizer(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+        decay_all=cfg.decay_all,
+    )  # fmt: skip
+    scheduler = linear_schedule(
+        optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, fairseq_warmup=cfg.fairseq_warmup
     )
-    scheduler = linear_schedule(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps)
     scaler = make_grad_scaler(cfg.precision, info.device)
-    torch.manual_seed(cfg.seed + info.rank)  # dropout differs between ranks
+    seed_dropout(cfg.seed, info.rank)
     run = PretrainRun(
         cfg, info, tokenizer, model_config, train_blocks, collate, eval_sets, model, optimizer, scheduler, scaler,
         Progress(), None,
     )  # fmt: skip
-    _restore(run)
+    _restore(run, start_from)
     if info.is_main:
         write_run_config(
             cfg.out,
@@ -380,17 +395,13 @@ def setup(cfg: PretrainConfig, info: DistInfo) -> PretrainRun:
     return run
 
 
-def _claim_out_dir(cfg: PretrainConfig, info: DistInfo) -> None:
-    """An earlier run in OUT is continued (--resume), started again (--overwrite, later) or refused."""
+def _claim_out_dir(cfg: PretrainConfig, info: DistInfo) -> Path | None:
+    """The checkpoint to continue from: an earlier run in OUT is continued (resume), started again (overwrite,
+    later) or refused (rtoolkit.train.loop.claim_run_folder)."""
     if info.is_main:
         recover_run_folder(cfg.out)
     dist_utils.barrier(info)
-    earlier = earlier_run(cfg.out, RUN_FILES)
-    if earlier and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(
-            f"{cfg.out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, --overwrite to "
-            f"start again (deleting those), or choose another --out"
-        )
+    return claim_run_folder(cfg.out, RUN_FILES, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
 def _resolve_data(
@@ -417,12 +428,14 @@ def _resolve_data(
     seq_len = cfg.seq_len if cfg.seq_len is not None else min(512, model_config.max_tokens)
     if seq_len > model_config.max_tokens:
         raise ConfigError(
-            f"--seq-len {seq_len} is longer than the model allows ({model_config.max_tokens} tokens, from "
-            f"max_position_embeddings={model_config.max_position_embeddings})"
+            f"seq_len {seq_len} is longer than the model allows ({model_config.max_tokens} tokens, from "
+            f"max_position_embeddings={model_config.max_position_embeddings})",
+            fields=("seq_len",),
         )
     if cfg.batch_size % info.world_size:
         raise ConfigError(
-            f"--batch-size {cfg.batch_size} must be divisible by the {info.world_size} processes"
+            f"batch_size {cfg.batch_size} must be divisible by the {info.world_size} processes",
+            fields=("batch_size",),
         )
     return dataclasses.replace(cfg, data=data, seq_len=seq_len), meta, tokenizer, model_config
 
@@ -451,18 +464,16 @@ def _eval_sets(cfg: PretrainConfig, info: DistInfo, tokenizer: Tokenizer, meta: 
     return sets
 
 
-def _restore(run: PretrainRun) -> None:
-    """--resume: weights, optimizer, schedule, scaler, RNG and data position from the newest checkpoint;
-    --overwrite: delete the earlier run now that every check has passed."""
+def _restore(run: PretrainRun, checkpoint: Path | None) -> None:
+    """resume: weights, optimizer, schedule, scaler, RNG and data position from `checkpoint` (the settings that
+    place the data must be those recorded); overwrite: delete the earlier run now that every check has passed."""
     cfg, info = run.cfg, run.info
     if not cfg.resume:
         if cfg.overwrite and info.is_main:
             clear_run(cfg.out, RUN_FILES)
         return
-    _check_resume_config(cfg.out, cfg)
-    checkpoint = latest_checkpoint(cfg.out)
+    check_resume_settings(cfg.out / RUN_CONFIG_NAME, cfg.to_dict(), cfg.RESUME_INVARIANTS)
     if checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s, starting from step 0", cfg.out)
         return
     state = resume(
         checkpoint, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler
@@ -600,8 +611,8 @@ def fit(run: PretrainRun) -> Path:
                     )  # the weights are still those before the bad batch, which is passed over
                     raise TrainingDiverged(
                         f"non-finite loss/gradient ({result.loss}) at step {p.step + 1}; training stopped. The last "
-                        f"good state is saved in {saved}. Lower --lr, add --clip-norm or use --precision bf16, then "
-                        f"--resume (or pass --skip-nonfinite to skip such steps)"
+                        f"good state is saved in {saved}. Lower lr, add clip_norm or use bf16 precision, then resume "
+                        f"(or let on_nonfinite='skip' pass over such steps: --skip-nonfinite)"
                     )
                 p.skipped += 1
                 run.scheduler.step()
