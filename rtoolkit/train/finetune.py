@@ -130,7 +130,7 @@ class FinetuneConfig:
     max_steps: int | None = None
     """Stop after this many optimizer steps (they set the schedule's length instead of epochs)."""
     warmup_ratio: float | None = None
-    """Share of the steps spent in linear warmup. Default: the task preset, 0.06 (QQP: 0.25)."""
+    """Share of the steps spent in linear warmup. Default: the task preset, 0.06."""
     weight_decay: float = 0.1
     """Decoupled weight decay."""
     decay_all: bool = False
