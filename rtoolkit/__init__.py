@@ -1,7 +1,14 @@
 """rtoolkit: RoBERTa (Liu et al., 2019) pretraining, finetuning, export and serving."""
 
 from rtoolkit.config import RobertaConfig
-from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+from rtoolkit.model import (
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+)
 from rtoolkit.predictor import Predictor
 from rtoolkit.tokenizer import Tokenizer
 
@@ -12,6 +19,9 @@ __all__ = [
     "RobertaModel",
     "RobertaForMaskedLM",
     "RobertaForSequenceClassification",
+    "RobertaForQuestionAnswering",
+    "RobertaForMultipleChoice",
+    "RobertaForTokenClassification",
     "Tokenizer",
     "Predictor",
     "__version__",

@@ -35,7 +35,16 @@ class EncoderOutput:
 
 @dataclass
 class HeadOutput:
-    logits: torch.Tensor  # MLM: (B, T, V), or (N, V) with labels; classification: (B, num_labels)
+    logits: (
+        torch.Tensor
+    )  # MLM: (B, T, V), or (N, V) with labels; classification: (B, num_labels); tokens: (B, T,
+    loss: torch.Tensor | None = None  # num_labels); multiple choice: (B, C)
+
+
+@dataclass
+class SpanOutput:
+    start_logits: torch.Tensor  # (B, T): where the answer starts
+    end_logits: torch.Tensor  # (B, T): where it ends (inclusive)
     loss: torch.Tensor | None = None
 
 
@@ -375,6 +384,102 @@ class RobertaForSequenceClassification(PreTrainedMixin, nn.Module):
         if problem == "single_label_classification":
             return F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1).long())
         return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+class RobertaForTokenClassification(PreTrainedMixin, nn.Module):
+    """Encoder + a label per token (NER): dropout -> classifier on every hidden state. Labels of -100 are ignored
+    (sub-tokens after a word's first, padding)."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.config = config
+        self.roberta = RobertaModel(config, add_pooling_layer=False, initialize=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> HeadOutput:
+        hidden = self.roberta(input_ids, attention_mask).last_hidden_state  # (B, T, H)
+        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
+        if labels is None:
+            return HeadOutput(logits=logits)
+        loss = F.cross_entropy(
+            logits.float().view(-1, self.config.num_labels), labels.view(-1), ignore_index=IGNORE_INDEX
+        )
+        return HeadOutput(logits=logits, loss=loss)
+
+
+class RobertaForQuestionAnswering(PreTrainedMixin, nn.Module):
+    """Encoder + extractive QA: `qa_outputs` maps every hidden state to a start and an end logit (config.num_labels
+    is 2, as in Hugging Face). The loss averages the start and end cross-entropies; positions outside the sequence
+    (e.g. a window without the answer clamped to T) are ignored."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.config = config
+        self.roberta = RobertaModel(config, add_pooling_layer=False, initialize=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> SpanOutput:
+        hidden = self.roberta(input_ids, attention_mask).last_hidden_state  # (B, T, H)
+        start, end = self.qa_outputs(hidden).split(1, dim=-1)  # (B, T, 1) each
+        start, end = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()  # (B, T)
+        if start_positions is None or end_positions is None:
+            return SpanOutput(start_logits=start, end_logits=end)
+        ignored = start.size(1)
+        starts = start_positions.view(-1).clamp(0, ignored)
+        ends = end_positions.view(-1).clamp(0, ignored)
+        loss = (
+            F.cross_entropy(start.float(), starts, ignore_index=ignored)
+            + F.cross_entropy(end.float(), ends, ignore_index=ignored)
+        ) / 2
+        return SpanOutput(start_logits=start, end_logits=end, loss=loss)
+
+
+class RobertaForMultipleChoice(PreTrainedMixin, nn.Module):
+    """Encoder + one score per option (RACE): each (B, C, T) option sequence is encoded on its own, its pooled `<s>`
+    state (the pooler: dense + tanh, as in Hugging Face) goes through dropout and a one-output classifier, and the
+    scores are read as (B, C) logits over the options."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.config = config
+        self.roberta = RobertaModel(config, add_pooling_layer=True, initialize=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> HeadOutput:
+        if input_ids.dim() != 3:
+            raise ValueError(
+                f"input_ids must be (batch, choices, sequence), got shape {tuple(input_ids.shape)}"
+            )
+        batch, choices, length = input_ids.shape
+        flat_mask = None if attention_mask is None else attention_mask.reshape(batch * choices, length)
+        pooled = self.roberta(input_ids.reshape(batch * choices, length), flat_mask).pooler_output  # (B*C, H)
+        logits = self.classifier(self.dropout(pooled)).view(batch, choices)  # (B, C)
+        if labels is None:
+            return HeadOutput(logits=logits)
+        return HeadOutput(logits=logits, loss=F.cross_entropy(logits.float(), labels.view(-1)))
 
 
 def flops_per_token(config: RobertaConfig, seq_len: int, *, masked_fraction: float = 0.0) -> float:
