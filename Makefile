@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,onnx,demo
 
-.PHONY: venv install quickstart test lint format clean gpu-check
+.PHONY: venv install quickstart test lint format clean gpu-check gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ GPU_PYTHON ?= python3
 GPU_CHECK_OUT ?= runs/gpu-check
 gpu-check:
 	$(GPU_PYTHON) bench/gpu_check.py --install --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# On a machine with network: the wheels of required packages a GPU image may lack, for the Python versions of
+# common CUDA images; `make gpu-check` installs them from .gpu-data/wheels (carry that folder to the GPU machine).
+gpu-wheels: $(PY)
+	for v in 3.10 3.11 3.12 3.13; do $(PIP) download --quiet --no-deps --only-binary=:all: \
+		--platform manylinux2014_x86_64 --python-version $$v -d .gpu-data/wheels "sentencex>=1.0.14"; done
 
 format: $(PY)
 	$(VENV)/bin/ruff format .

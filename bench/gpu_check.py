@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIRED = ("torch", "numpy", "tokenizers", "safetensors", "click", "tqdm")
+REQUIRED = ("torch", "numpy", "tokenizers", "safetensors", "click", "tqdm", "sentencex")
+# Where `make gpu-wheels` puts the wheels of REQUIRED packages a GPU image may lack (installed with --install).
+WHEELS = REPO / ".gpu-data" / "wheels"
 OPTIONAL = {
     "transformers": "the transformers baselines",
     "pytest": "the gpu tests",
@@ -127,7 +129,16 @@ def require_packages() -> None:
 
 def install_and_restart() -> None:
     """pip install --no-deps -e . (no downloads: the machine's setuptools builds it), then start this script again
-    in a fresh interpreter, which sees the editable install."""
+    in a fresh interpreter, which sees the editable install. Required packages the machine lacks are installed from
+    the wheels `make gpu-wheels` downloaded into .gpu-data/wheels, when there are some."""
+    missing = [m for m in REQUIRED if not _have(m)]
+    if missing and WHEELS.is_dir():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
+             str(WHEELS), *missing],
+            check=False,
+        )  # fmt: skip
+        importlib.invalidate_caches()
     require_packages()
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(REPO)],
@@ -307,9 +318,11 @@ def run_pretrain(check: Check, *, steps: int) -> dict:
         sizes = dict(
             model_config="tiny", seq_len=64, batch_size=8, micro_batch_size=4, lr=1e-3, precision="fp32"
         )
+    # Fixed-size blocks (--format none): padding-free batches of one shape, the flash-attention path; the recorded
+    # run in docs/benchmarks.md used them (they were the full-sentences packing then).
     common = dict(
         max_steps=steps, warmup_steps=max(1, steps // 10), save_every=half, eval_every=0, log_every=1,
-        progress=False, **sizes,
+        progress=False, format="none", **sizes,
     )  # fmt: skip
     deterministic = "strict"
     straight, resumed = root / "straight", root / "resumed"

@@ -17,6 +17,7 @@ import click
 
 from rtoolkit import __version__
 from rtoolkit.cli_config import EXISTING_DIR, config_options, field_option
+from rtoolkit.data.corpus import SENTENCE_MODES
 from rtoolkit.predictor import POOLINGS
 from rtoolkit.runtime.artifacts import EXCLUDE_GROUPS, QUANTIZE_MODES, TASKS, VALIDATION_KEYS
 from rtoolkit.runtime.backends import BACKENDS, PRECISIONS
@@ -131,6 +132,13 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 )
 @click.option("--workers", default=1, show_default=True, help="Tokenizer processes.")
 @click.option(
+    "--sentences",
+    type=click.Choice(SENTENCE_MODES),
+    default="auto",
+    show_default=True,
+    help="How sentences are found: auto (a rule-based splitter) or lines (each line is one sentence already).",
+)
+@click.option(
     "--keep-newlines",
     is_flag=True,
     help="Keep line breaks inside documents (default: join lines with a space).",
@@ -140,7 +148,7 @@ def expand_text_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def preprocess_cmd(
-    inputs, tokenizer_dir, out, valid_fraction, workers, keep_newlines, overwrite, no_progress
+    inputs, tokenizer_dir, out, valid_fraction, workers, sentences, keep_newlines, overwrite, no_progress
 ) -> None:
     """Tokenize text FILES or folders into token files for `rtoolkit pretrain` (documents: blank-line blocks)."""
     from rtoolkit.data.corpus import preprocess
@@ -151,6 +159,7 @@ def preprocess_cmd(
         out_dir=out,
         valid_fraction=valid_fraction,
         workers=workers,
+        sentences=sentences,
         keep_newlines=keep_newlines,
         overwrite=overwrite,
         progress=not no_progress,

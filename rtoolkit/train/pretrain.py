@@ -4,7 +4,7 @@
     final_dir = pretrain(cfg)          # OUT/final: an HF model folder with its tokenizer
 
 Data: a folder made by `rtoolkit preprocess` (rtoolkit.data.corpus), packed into FULL-SENTENCES or DOC-SENTENCES
-blocks, masked dynamically per (seed, epoch, block) or statically per (seed, copy, block) (rtoolkit.data.masking).
+blocks of whole sentences (or fixed-size `none` blocks), masked dynamically per (seed, epoch, block) or statically per (seed, copy, block) (rtoolkit.data.masking).
 Optimisation: AdamW (0.9, 0.98), eps 1e-6, weight decay 0.01, linear warmup then linear decay to 0, gradient
 accumulation from --batch-size / --micro-batch-size, optional clipping, fp32/bf16/fp16 (rtoolkit.train.optim, .loop).
 With no data, `prepare_sample` trains a tokenizer on the bundled sample corpus and preprocesses it first.
@@ -31,6 +31,7 @@ from rtoolkit.data.corpus import (
     TOKENIZER_DIR,
     BlockDataset,
     CorpusError,
+    Format,
     Item,
     TokenSplit,
     epoch_batches,
@@ -87,7 +88,6 @@ _ZERO_MEANS = {
     "save_every": "only at the end",
     "eval_max_blocks": "no held-out evaluation",
 }
-Format = Literal["full-sentences", "doc-sentences"]
 
 
 @dataclass
@@ -107,7 +107,8 @@ class PretrainConfig:
     init_from: Path | None = None
     """Continue pretraining this model folder (its tokenizer must be the data's)."""
     format: Format = "full-sentences"
-    """Block packing (paper §4.2): full-sentences crosses documents, doc-sentences does not."""
+    """Block packing (paper §4.2): whole sentences up to seq_len, crossing documents (full-sentences) or not
+    (doc-sentences); none: fixed-size blocks cut anywhere (no padding at all: the fastest on GPUs)."""
     masking: Literal["dynamic", "static"] = "dynamic"
     """dynamic: fresh masks every epoch (RoBERTa); static: BERT's fixed masks, the data copied static_copies
     times."""

@@ -92,9 +92,10 @@ def test_empty_input_and_missing_folder_errors(tmp_path, tokenizer_dir):
         load_meta(tmp_path)
 
 
-def test_full_sentences_fill_blocks_and_cross_documents_with_eos(corpus_dir):
+def test_fixed_size_blocks_fill_and_cross_documents_with_eos(corpus_dir):
+    """`none` (the stream cut every seq_len - 2 tokens, kept to compare with sentence packing)."""
     split = TokenSplit.open(corpus_dir, "train")
-    blocks = BlockDataset(split, seq_len=64, format="full-sentences")
+    blocks = BlockDataset(split, seq_len=64, format="none")
     assert all(blocks.lengths[:-1] == 64) and blocks.lengths[-1] <= 64
     bodies = [blocks[i] for i in range(len(blocks))]
     assert all(b[0] == 0 and b[-1] == 2 and len(b) == blocks.lengths[i] for i, b in enumerate(bodies))

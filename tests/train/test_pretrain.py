@@ -93,9 +93,10 @@ def test_nonfinite_loss_stops_with_a_checkpoint_or_is_skipped(tmp_path, pretrain
     assert last["skipped"] > 0
 
 
-def test_full_sentences_steps_reach_attention_without_a_mask(tmp_path, pretrain_data, monkeypatch):
-    """No padding in full-sentences batches, so every training call of scaled_dot_product_attention gets
-    attn_mask=None (what CUDA's flash kernel needs); doc-sentences batches, which are padded, still pass a mask."""
+def test_fixed_size_steps_reach_attention_without_a_mask(tmp_path, pretrain_data, monkeypatch):
+    """No padding in fixed-size (`--format none`) batches, so every training call of scaled_dot_product_attention
+    gets attn_mask=None (what CUDA's flash kernel needs); doc-sentences batches, which are padded, still pass a
+    mask."""
     calls: list = []
     recording = [False]
     real_sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -116,7 +117,9 @@ def test_full_sentences_steps_reach_attention_without_a_mask(tmp_path, pretrain_
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     monkeypatch.setattr(pretrain_module, "train_step", recorded_step)
-    pretrain(_config(tmp_path / "full", pretrain_data, max_steps=6, eval_every=0, save_every=0))
+    pretrain(
+        _config(tmp_path / "full", pretrain_data, max_steps=6, eval_every=0, save_every=0, format="none")
+    )
     layers, micro_batches = 2, 2  # tiny preset; batch 8 in micro-batches of 4
     assert len(calls) == 6 * micro_batches * layers and all(mask is None for mask in calls)
     calls.clear()
