@@ -248,7 +248,7 @@ CLI_CASES = [
     ("plot-bad-line", lambda e: ["plot", e.bad_metrics_run], 1, ["bad-metrics/metrics.jsonl:2", "not a JSON object"]),
     ("plot-finetune-run", lambda e: ["plot", e.plot_file_run], 1, ["finetune-like/metrics.jsonl", "no pretraining records"]),
     ("plot-labels", lambda e: ["plot", e.run, "--label", "a", "--label", "b"], 1, ["got 1 runs but 2 labels"]),
-    ('ft-task', lambda e: ['finetune', '--model', e.mlm, '--task', 'squad', '--data-dir', e.sst2, '--out', e.root / 'f1'], 1, ["unknown GLUE task 'squad'"]),
+    ('ft-task', lambda e: ['finetune', '--model', e.mlm, '--task', 'wmt16', '--data-dir', e.sst2, '--out', e.root / 'f1'], 1, ["unknown task 'wmt16'"]),
     ("ft-no-data-dir", lambda e: ["finetune", "--model", e.mlm, "--task", "sst2", "--out", e.root / "f2"], 1, ["sst2", "needs data_dir"]),
     ("ft-data-dir-wrong", lambda e: ["finetune", "--model", e.mlm, "--task", "rte", "--data-dir", e.no_txt, "--out", e.root / "f3"], 1, ["empty-folder"]),
     ("ft-no-validation", lambda e: ["finetune", "--model", e.mlm, "--train", e.train_jsonl, "--out", e.root / "f4"], 1, ["validation file"]),

@@ -18,13 +18,17 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, Literal
 
 import torch
 
+from rtoolkit import tasks
 from rtoolkit.checkpoint import CheckpointError, atomic_write_bytes, save_model
 from rtoolkit.data.batching import collate_classification, epoch_plan, sorted_batches
-from rtoolkit.data.glue import DataFormat, TaskData, get_task, load_task_data
+from rtoolkit.data.glue import DataFormat
+from rtoolkit.tasks import FamilyName
+from rtoolkit.tasks.common import Features, TaskData
 from rtoolkit.tokenizer import Tokenizer
 from rtoolkit.train.distributed import (
     DistInfo,
@@ -42,6 +46,7 @@ from rtoolkit.train.evaluation import (
     predict,
     predictions_from_logits,
     resolve_precision,
+    score_examples,
     score_split,
     write_test_predictions,
 )
@@ -80,13 +85,8 @@ BEST_DIR = "best"
 EVAL_RESULTS_NAME = "eval_results.json"
 PREDICTIONS_DIR = "predictions"
 # Custom data: the small-task settings of the fairseq recipe (RTE, STS-B).
-CUSTOM_DEFAULTS = {
-    "lr": 2e-5,
-    "batch_size": 16,
-    "epochs": 10,
-    "warmup_ratio": 0.06,
-    "classifier_dropout": 0.0,
-}
+# The settings a named task's preset (or, for custom data, the family's CUSTOM preset) fills when left unset.
+PRESET_FIELDS = ("lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "classifier_dropout")
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -100,9 +100,14 @@ class FinetuneConfig:
     out: Path
     """Run folder: checkpoints/step-N/, best/, final/, metrics.jsonl, eval_results.json."""
     task: str | None = None
-    """GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli. Default: none (custom data)."""
+    """Named task: a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad, race or conll2003.
+    Default: none (custom data of the kind `family` says)."""
+    family: FamilyName = "classification"
+    """Custom data: what the head learns (classification: CSV/TSV/JSONL rows; question-answering: SQuAD JSON;
+    multiple-choice: RACE JSON lines; token-classification: CoNLL columns). A named task sets it."""
     data_dir: Path | None = None
-    """Folder with the task's GLUE .tsv files (or the GLUE root holding e.g. SST-2/)."""
+    """Folder with the named task's files (GLUE .tsv files, or the GLUE root holding e.g. SST-2/; squad1/, race/,
+    conll2003/)."""
     train_file: Path | None = None
     """Custom training data (.csv, .tsv or .jsonl)."""
     validation_file: Path | None = None
@@ -131,8 +136,8 @@ class FinetuneConfig:
     """Stop after this many optimizer steps (they set the schedule's length instead of epochs)."""
     warmup_ratio: float | None = None
     """Share of the steps spent in linear warmup. Default: the task preset, 0.06."""
-    weight_decay: float = 0.1
-    """Decoupled weight decay."""
+    weight_decay: float | None = None
+    """Decoupled weight decay. Default: the task preset (0.1; SQuAD: 0.01)."""
     decay_all: bool = False
     """Apply weight decay to biases and LayerNorm weights too, as fairseq does (default: they are exempt)."""
     fairseq_warmup: bool = False
@@ -147,6 +152,8 @@ class FinetuneConfig:
     """Dropout in the classification head. Default: the task preset, 0.0 (fairseq's pooler_dropout)."""
     max_length: int = 512
     """Longest input in tokens, <s> and </s> included (also capped by the model's position table)."""
+    stride: int = 128
+    """Question answering: tokens shared by consecutive windows over a context longer than max_length."""
     micro_batch_size: int | None = None
     """Sentences per forward/backward on each process; gradients accumulate to batch_size. Default: no split."""
     group_by_length: bool = True
@@ -205,15 +212,15 @@ class FinetuneConfig:
         if self.task is not None and (self.train_file or self.validation_file):
             raise ConfigError("give either a GLUE task or custom train/validation files, not both")
         if self.task is not None:
-            get_task(self.task)  # unknown names fail here
+            self.family = tasks.task_family(self.task).NAME  # unknown names fail here
             if self.data_dir is None:
-                raise ConfigError(f"task {self.task} needs data_dir (the folder with its GLUE .tsv files)")
+                raise ConfigError(f"task {self.task} needs data_dir (the folder with its data files)")
         if self.train_file is not None and self.validation_file is None:
             raise ConfigError("custom data needs a validation file too", fields=("validation_file",))
         check_choices(self)
         check_resume_or_overwrite(self)
         names = ("batch_size", "epochs", "max_steps", "micro_batch_size", "eval_batch_size", "max_length")
-        check_minimum(self, (*names, "keep_last"), 1)
+        check_minimum(self, (*names, "keep_last", "stride"), 1)
         check_minimum(self, ("eval_every", "save_every", "log_every"), 0)
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}", fields=("lr",))
@@ -228,12 +235,11 @@ class FinetuneConfig:
             )
 
     def resolved(self) -> FinetuneConfig:
-        """A copy with lr, batch_size, epochs, warmup_ratio and classifier_dropout filled from the task preset."""
-        preset: dict[str, Any] = dict(CUSTOM_DEFAULTS)
-        if self.task is not None:
-            t = get_task(self.task)
-            preset = {name: getattr(t, name) for name in preset}
-        values = {k: getattr(self, k) if getattr(self, k) is not None else v for k, v in preset.items()}
+        """A copy with the settings of PRESET_FIELDS left unset filled from the task's preset (custom data: the
+        family's CUSTOM preset)."""
+        fam = tasks.family(self.family)
+        preset = fam.PRESETS[self.task] if self.task is not None else fam.CUSTOM
+        values = {k: getattr(preset, k) for k in PRESET_FIELDS if getattr(self, k) is None}
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,23 +247,9 @@ class FinetuneConfig:
 
 
 # --------------------------------------------------------------------------------------------------- data
-FinetuneData = TaskData  # the older name
-
-
 def load_finetune_data(config: FinetuneConfig, *, train: bool = True) -> TaskData:
-    """Read the task's (or the custom files') training, evaluation and, with `config.predict`, test data."""
-    return load_task_data(
-        task=config.task, data_dir=config.data_dir, train_file=config.train_file,
-        validation_file=config.validation_file, test_file=config.test_file, text_column=config.text_column,
-        text_pair_column=config.text_pair_column, label_column=config.label_column, regression=config.regression,
-        data_format=config.data_format, predict=config.predict, main_metric=config.main_metric,
-        max_train_samples=config.max_train_samples, max_eval_samples=config.max_eval_samples, train=train,
-    )  # fmt: skip
-
-
-def encode(tokenizer: Tokenizer, data, max_length: int) -> list[list[int]]:
-    """Token ids of every row (`<s> A </s>` or `<s> A </s></s> B </s>`), truncated to `max_length`."""
-    return tokenizer.encode_batch(data.texts, data.pairs, max_length=max_length)
+    """The task's (or the custom files') training, evaluation and, with `config.predict`, test examples."""
+    return tasks.family(config.family).load_data(config, train=train)
 
 
 collate = collate_classification  # the older names
@@ -288,7 +280,8 @@ class FinetuneRun:
     data: TaskData
     tokenizer: Tokenizer
     max_length: int
-    train_ids: list[list[int]]
+    family: ModuleType
+    features: Features
     steps_per_epoch: int
     total_steps: int
     model: torch.nn.Module
@@ -325,18 +318,19 @@ def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
     start_from = claim_run_folder(out, RUN_FILES, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.resume:
         check_resume_settings(out / RUN_CONFIG_NAME, cfg.to_dict(), cfg.RESUME_INVARIANTS)
-    data = load_finetune_data(cfg)
+    fam = tasks.family(cfg.family)
+    data = fam.load_data(cfg)
     assert data.train is not None
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
     seed_init(cfg.seed)
-    model = load_classifier(cfg.model, data.space, classifier_dropout=cfg.classifier_dropout)
+    model = fam.build_model(cfg.model, data.labels, classifier_dropout=cfg.classifier_dropout)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise CheckpointError(
             f"tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size} embeddings"
         )
     max_length = min(cfg.max_length, model.config.max_tokens)
-    train_ids = encode(tokenizer, data.train, max_length)
-    n = len(train_ids)
+    features = fam.encode(tokenizer, data.train, max_length=max_length, stride=cfg.stride)
+    n = len(features)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     if info.distributed and n % cfg.batch_size and n % cfg.batch_size < info.world_size:
         steps_per_epoch -= 1  # a last batch too small to split over the processes is dropped
@@ -352,7 +346,7 @@ def setup(cfg: FinetuneConfig, info: DistInfo) -> FinetuneRun:
         optimizer, warmup_steps=warmup, total_steps=total_steps, fairseq_warmup=cfg.fairseq_warmup
     )
     run = FinetuneRun(
-        cfg, info, out, precision, data, tokenizer, max_length, train_ids, steps_per_epoch, total_steps, model,
+        cfg, info, out, precision, data, tokenizer, max_length, fam, features, steps_per_epoch, total_steps, model,
         optimizer, scheduler, make_grad_scaler(precision, device),
     )  # fmt: skip
     if start_from is not None:
@@ -376,7 +370,7 @@ def batch_rows(run: FinetuneRun, epoch: int, index: int) -> list[int]:
     if epoch not in run.plans:
         run.plans.clear()
         run.plans[epoch] = epoch_plan(
-            [len(ids) for ids in run.train_ids], batch_size=run.cfg.batch_size, seed=run.cfg.seed, epoch=epoch,
+            run.features.lengths, batch_size=run.cfg.batch_size, seed=run.cfg.seed, epoch=epoch,
             group_by_length=run.cfg.group_by_length, min_rows=run.info.world_size,
         )  # fmt: skip
     return run.plans[epoch][index]
@@ -385,10 +379,10 @@ def batch_rows(run: FinetuneRun, epoch: int, index: int) -> list[int]:
 def run_evaluation(run: FinetuneRun, *, log: bool = True) -> dict[str, float]:
     """Loss and metrics on every evaluation split at the current step (into metrics.jsonl with `log`)."""
     record: dict[str, float] = {}
-    for split, split_data in run.data.evals.items():
-        scores = score_split(
-            run.plain, run.tokenizer, split_data, space=run.data.space, metrics=run.data.metrics,
-            max_length=run.max_length, batch_size=run.cfg.eval_batch_size, precision=run.precision,
+    for split, examples in run.data.evals.items():
+        scores = score_examples(
+            run.plain, run.family, run.tokenizer, examples, run.data, max_length=run.max_length,
+            stride=run.cfg.stride, batch_size=run.cfg.eval_batch_size, precision=run.precision,
             device=run.info.device,
         )  # fmt: skip
         record.update({f"{split}/{k}": v for k, v in scores.items()})
@@ -424,13 +418,12 @@ def fit(run: FinetuneRun) -> dict[str, Any]:
         run.total_steps, initial=run.step, desc="finetune", enabled=cfg.progress and info.is_main
     )
     last_eval: dict[str, float] | None = None
-    labels = run.data.train.labels
     try:
         while run.step < run.total_steps:
             rows = list(shard(batch_rows(run, *divmod(run.step, run.steps_per_epoch)), info))
             size = cfg.micro_batch_size or len(rows)
             batches = [
-                collate(run.tokenizer, [run.train_ids[r] for r in part], [labels[r] for r in part])
+                run.family.collate(run.tokenizer, run.features, part)
                 for part in (rows[i : i + size] for i in range(0, len(rows), size))
             ]
             result = train_step(
@@ -483,10 +476,11 @@ def _results(run: FinetuneRun, last_eval: dict[str, float], final_dir: Path) -> 
         "final_dir": str(final_dir),
     }
     if cfg.predict and info.is_main:
-        best_model = load_classifier(run.out / BEST_DIR, run.data.space).to(info.device)
+        best_model = run.family.HEAD.from_pretrained(run.out / BEST_DIR).to(info.device)
         results["predictions"] = write_test_predictions(
             best_model, run.tokenizer, run.data, run.out / PREDICTIONS_DIR, max_length=run.max_length,
-            batch_size=cfg.eval_batch_size, precision=run.precision, device=info.device,
+            stride=cfg.stride, batch_size=cfg.eval_batch_size, precision=run.precision, device=info.device,
+            fam=run.family,
         )  # fmt: skip
     if info.is_main:
         atomic_write_bytes(
@@ -502,7 +496,6 @@ def _fmt(record: dict[str, float]) -> str:
 
 __all__ = [
     "FinetuneConfig",
-    "FinetuneData",
     "FinetuneRun",
     "evaluate_model",
     "finetune",

@@ -318,9 +318,9 @@ def test_cli_custom_data_and_its_errors(tmp_path, encoder_dir):
         assert result.exit_code == 1, result.output
         assert "error: " in result.output and message in result.output, result.output
         assert "Traceback" not in result.output
-    result = runner.invoke(main, ["finetune", "--model", str(encoder_dir), "--task", "squad", "--data-dir", ".",
+    result = runner.invoke(main, ["finetune", "--model", str(encoder_dir), "--task", "wmt16", "--data-dir", ".",
                                   "--out", str(tmp_path / "bad")])  # fmt: skip
-    assert result.exit_code == 1 and "unknown GLUE task 'squad'" in result.output
+    assert result.exit_code == 1 and "unknown task 'wmt16'" in result.output
 
 
 # ------------------------------------------------------------------------------------------- torchrun
