@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FILL_MASK_EXAMPLES = (
     "The old man looked at the <mask> and smiled.",
-    "It was a dark and stormy <mask>.",
+    "He put his <mask> on the table.",
     "She opened the <mask> and walked into the garden.",
     "Paris is the <mask> of France.",
 )

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from rtoolkit.config import ConfigError, RobertaConfig
+from rtoolkit.config import MODEL_PRESETS, ConfigError, RobertaConfig
 from rtoolkit.data.batching import EVAL_EPOCH, MlmCollator, StepBatches, micro_batches, mlm_eval_batches
 from rtoolkit.data.corpus import (
     TOKENIZER_DIR,
@@ -93,17 +93,18 @@ _ZERO_MEANS = {
 @dataclass
 class PretrainConfig:
     """Every setting of a pretraining run (conventions: rtoolkit.train.runconfig). None means "the default for this
-    run", filled in by `resolved`: a short tiny-model run on the bundled sample, the paper's recipe on real data."""
+    run", filled in by `resolved`: the quickstart (a 5-minute CPU run of the mini preset) on the bundled sample, the
+    paper's recipe on real data."""
 
     out: Path
     """Run folder: checkpoints/step-N/, final/, metrics.jsonl, run_config.json."""
     data: Path | None = None
-    """Folder from `rtoolkit preprocess`. Default: the bundled sample corpus (prepared under OUT/sample), a tiny model
-    and a short run."""
+    """Folder from `rtoolkit preprocess`. Default: the bundled sample corpus (prepared under OUT/sample) and the
+    quickstart recipe (docs/pretraining.md)."""
     eval_data: tuple[Path, ...] = ()
     """More preprocessed folders whose valid split is evaluated too (e.g. WikiText)."""
     model_config: str | None = None
-    """tiny | base | large | a config.json. Default: tiny on the sample, else base."""
+    """tiny | mini | base | large | a config.json. Default: mini on the sample (the quickstart), else base."""
     init_from: Path | None = None
     """Continue pretraining this model folder (its tokenizer must be the data's)."""
     format: Format = "full-sentences"
@@ -123,13 +124,14 @@ class PretrainConfig:
     whole_word_mask: bool = False
     """Mask whole words (a word starts at a 'Ġ' token) instead of single tokens."""
     seq_len: int | None = None
-    """Tokens per block, <s> and </s> included. Default: min(512, the model's maximum)."""
+    """Tokens per block, <s> and </s> included. Default: min(512, the model's maximum); 64 on the sample."""
     batch_size: int | None = None
-    """Sequences per optimizer step, over all processes. Default: 8192 (paper); 16 on the sample."""
+    """Sequences per optimizer step, over all processes. Default: 8192 (paper); 32 on the sample."""
     micro_batch_size: int | None = None
-    """Sequences per forward/backward on each process; gradient accumulation is derived. Default: 16."""
+    """Sequences per forward/backward on each process; gradient accumulation is derived. Default: 16; 32 on the
+    sample."""
     max_steps: int | None = None
-    """Optimizer steps. Default: 500000 (paper); 600 on the sample."""
+    """Optimizer steps. Default: 500000 (paper); 5000 on the sample."""
     lr: float | None = None
     """Peak learning rate. Default: 6e-4 (paper, base); 1e-3 on the sample."""
     warmup_steps: int | None = None
@@ -157,11 +159,11 @@ class PretrainConfig:
     seed: int = 0
     """Seed of the model initialisation, the data order and the masks (dropout: seed + rank)."""
     eval_every: int | None = None
-    """Steps between evaluations; 0: only at the start and the end. Default: 1000; 100 on the sample."""
+    """Steps between evaluations; 0: only at the start and the end. Default: 1000 (also on the sample)."""
     eval_max_blocks: int = 512
     """Blocks of each held-out set evaluated (evenly spread, fixed masks); 0: no held-out evaluation."""
     save_every: int | None = None
-    """Steps between checkpoints; 0: only at the end (always saved). Default: 1000; 200 on the sample."""
+    """Steps between checkpoints; 0: only at the end (always saved). Default: 1000 (also on the sample)."""
     keep_last: int = 3
     """Checkpoints kept under OUT/checkpoints."""
     log_every: int = 10
@@ -176,7 +178,7 @@ class PretrainConfig:
     """Processes that mask and collate batches ahead. Default: 0 on CPU, 4 on CUDA."""
     progress: bool = True
     """Show a progress bar (first process only)."""
-    sample_vocab_size: int = 8192
+    sample_vocab_size: int = 2048
     """Ids of the tokenizer trained for the bundled sample corpus (runs without data)."""
     extra_model_config: dict[str, Any] = field(default_factory=dict)
     """Overrides of the model config (e.g. {"hidden_dropout_prob": 0.0})."""
@@ -193,15 +195,16 @@ class PretrainConfig:
         self.eval_data = tuple(Path(p) for p in self.eval_data)
 
     def resolved(self) -> PretrainConfig:
-        """A copy with every None filled in: a short tiny-model run on the sample, the paper's recipe on data."""
+        """A copy with every None filled in: the quickstart on the sample, the paper's recipe on data."""
         sample = self.data is None
         defaults: dict[str, Any] = (
-            dict(batch_size=16, micro_batch_size=16, max_steps=600, lr=1e-3, eval_every=100, save_every=200)
+            dict(batch_size=32, micro_batch_size=32, seq_len=64, max_steps=5000, lr=1e-3, eval_every=1000,
+                 save_every=1000)
             if sample
             else dict(batch_size=8192, micro_batch_size=16, max_steps=500_000, lr=6e-4, eval_every=1000,
                       save_every=1000)
         )  # fmt: skip
-        defaults["model_config"] = "tiny" if sample else "base"
+        defaults["model_config"] = "mini" if sample else "base"
         cfg = dataclasses.replace(
             self, **{name: value for name, value in defaults.items() if getattr(self, name) is None}
         )
@@ -259,7 +262,9 @@ def sample_files() -> list[Path]:
     return files
 
 
-def prepare_sample(workdir: str | os.PathLike, *, vocab_size: int = 8192, progress: bool = False) -> Path:
+def prepare_sample(
+    workdir: str | os.PathLike, *, vocab_size: int = PretrainConfig.sample_vocab_size, progress: bool = False
+) -> Path:
     """Train a byte-level BPE on the sample books and preprocess them into WORKDIR/data (no-op when done)."""
     workdir = Path(workdir)
     tokenizer_dir = workdir / "tokenizer"
@@ -281,7 +286,7 @@ def build_model_config(cfg: PretrainConfig, tokenizer: Tokenizer) -> RobertaConf
         config = RobertaConfig.from_pretrained(cfg.init_from)
         if overrides:
             config = RobertaConfig.from_dict({**config.to_dict(), **overrides})
-    elif cfg.model_config in ("tiny", "base", "large"):
+    elif cfg.model_config in MODEL_PRESETS:
         config = RobertaConfig.preset(cfg.model_config, vocab_size=tokenizer.vocab_size, **overrides)
     else:
         config = RobertaConfig.from_json_file(cfg.model_config)

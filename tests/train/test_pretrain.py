@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from rtoolkit.cli import main
+from rtoolkit.config import RobertaConfig
 from rtoolkit.data.corpus import TokenSplit, iter_documents
 from rtoolkit.model import RobertaForMaskedLM
 from rtoolkit.tokenizer import Tokenizer
@@ -212,7 +213,7 @@ def test_no_data_prepares_the_bundled_sample(tmp_path):
         PretrainConfig(out=out, max_steps=2, batch_size=4, eval_every=0, eval_max_blocks=8, progress=False)
     )
     meta = json.loads((out / "sample" / "data" / "meta.json").read_text())
-    assert meta["vocab_size"] == 8192 and meta["splits"]["valid"]["tokens"] > 0
+    assert meta["vocab_size"] == 2048 and meta["splits"]["valid"]["tokens"] > 0
     books = pretrain_module.sample_files()
     assert (
         sorted(Path(i["path"]).name for i in meta["inputs"]) == sorted(b.name for b in books)
@@ -229,6 +230,42 @@ def test_no_data_prepares_the_bundled_sample(tmp_path):
         window = np.lib.stride_tricks.sliding_window_view(stream, 16)
         assert (window == np.asarray(ids[1:17])).all(axis=1).any(), book.name
     assert RobertaForMaskedLM.from_pretrained(final).config.num_hidden_layers == 2
+
+
+def test_the_sample_runs_the_quickstart_recipe_and_data_runs_the_papers():
+    quick = PretrainConfig(out=Path("q")).resolved()
+    assert (
+        quick.model_config,
+        quick.seq_len,
+        quick.batch_size,
+        quick.max_steps,
+        quick.lr,
+        quick.warmup_steps,
+    ) == (
+        "mini",
+        64,
+        32,
+        5000,
+        1e-3,
+        240,
+    )
+    assert quick.sample_vocab_size == 2048
+    model = RobertaConfig.preset("mini", vocab_size=2048)
+    assert (
+        model.hidden_size,
+        model.num_hidden_layers,
+        model.num_attention_heads,
+        model.intermediate_size,
+    ) == (
+        128,
+        2,
+        2,
+        512,
+    )
+    assert model.hidden_dropout_prob == model.attention_probs_dropout_prob == 0.0
+    paper = PretrainConfig(out=Path("p"), data=Path("d")).resolved()
+    assert (paper.model_config, paper.batch_size, paper.max_steps, paper.lr) == ("base", 8192, 500_000, 6e-4)
+    assert paper.seq_len is None  # the model's maximum, 512 for base
 
 
 def test_dataloader_workers_feed_the_same_batches(tmp_path, pretrain_data, no_dropout_config):
