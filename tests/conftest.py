@@ -103,3 +103,42 @@ def classifier_dir(tmp_path_factory, tokenizer) -> Path:
     )
     model = RobertaForSequenceClassification(config).eval()
     return model.save_pretrained(tmp_path_factory.mktemp("classifier"), tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny randomly initialised MLM folder with the real-books tokenizer (dropout off: runs are exact)."""
+    from rtoolkit.config import RobertaConfig
+    from rtoolkit.model import RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    config = RobertaConfig.tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return RobertaForMaskedLM(config).save_pretrained(tmp_path_factory.mktemp("encoder"), tokenizer=tokenizer)
+
+
+# The finetuning run of each task family's fixture model: its named task, data folder and lengths.
+FAMILY_RUNS = {
+    "question-answering": dict(task="squad", data="squad1", max_length=128, stride=32, max_steps=80),
+    "multiple-choice": dict(task="race", data="race", max_length=128, max_steps=60),
+    "token-classification": dict(task="conll2003", data="conll2003", max_length=128, max_steps=200),
+}
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory, encoder_dir) -> dict[str, Path]:
+    """{family: the best/ folder of a tiny model finetuned for a few steps on the family's real data} (question
+    answering on SQuAD, multiple choice on RACE, token classification on CoNLL-2003), as `rtoolkit finetune`
+    saves them."""
+    from rtoolkit.train.finetune import FinetuneConfig, finetune
+
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for name, run in FAMILY_RUNS.items():
+        options = {k: v for k, v in run.items() if k != "data"}
+        config = FinetuneConfig(
+            model=encoder_dir, data_dir=shared_data(run["data"]), out=root / name, lr=2e-3, batch_size=16,
+            max_train_samples=16 * run["max_steps"], max_eval_samples=16, progress=False, device="cpu", **options,
+        )  # fmt: skip
+        finetune(config)
+        out[name] = root / name / "best"
+    return out

@@ -76,7 +76,16 @@ def test_choice_lists_and_the_mask_probability_have_one_owner():
     CLI and the other modules import them. The 0.15 mask probability is written only in MaskingConfig."""
     owners = {
         frozenset({"auto", "torch", "onnx", "tensorrt"}): "rtoolkit/runtime/backends.py",
-        frozenset({"fill-mask", "classification", "embedding"}): "rtoolkit/runtime/artifacts.py",
+        frozenset(
+            {
+                "fill-mask",
+                "classification",
+                "embedding",
+                "question-answering",
+                "multiple-choice",
+                "token-classification",
+            }
+        ): "rtoolkit/runtime/artifacts.py",
         frozenset({"embeddings", "head"}): "rtoolkit/runtime/artifacts.py",
         frozenset(
             {"max_abs_diff", "top1_agreement", "top5_agreement", "pearson", "cosine_min", "accuracy_drop"}

@@ -28,9 +28,27 @@ from typing import Any
 
 from rtoolkit.checkpoint import atomic_write_bytes
 
-TASKS = ("fill-mask", "classification", "embedding")
+TASKS = (
+    "fill-mask",
+    "classification",
+    "embedding",
+    "question-answering",
+    "multiple-choice",
+    "token-classification",
+)
 INPUT_NAMES = ("input_ids", "attention_mask")
 DYNAMIC_AXES = ("batch", "sequence")
+# Each task's graph outputs, in order, and their axes (`features`: the vocabulary, labels or hidden size). Inputs
+# are (batch, sequence), or (batch, choices, sequence) for multiple choice.
+TASK_OUTPUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "fill-mask": {"logits": ("batch", "sequence", "features")},
+    "classification": {"logits": ("batch", "features")},
+    "embedding": {"last_hidden_state": ("batch", "sequence", "features")},
+    "question-answering": {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")},
+    "multiple-choice": {"logits": ("batch", "choices")},
+    "token-classification": {"logits": ("batch", "sequence", "features")},
+}
+INPUT_AXES = {"multiple-choice": ("batch", "choices", "sequence")}  # other tasks: DYNAMIC_AXES
 
 MANIFEST_NAME = "export_manifest.json"
 ONNX_FP32 = "model.onnx"
@@ -59,8 +77,20 @@ ARCHITECTURE_TASKS = {
     "RobertaForMaskedLM": "fill-mask",
     "RobertaForSequenceClassification": "classification",
     "RobertaModel": "embedding",
+    "RobertaForQuestionAnswering": "question-answering",
+    "RobertaForMultipleChoice": "multiple-choice",
+    "RobertaForTokenClassification": "token-classification",
 }
-HEAD_PREFIXES = {"fill-mask": "lm_head.", "classification": "classifier.", "embedding": None}
+HEAD_PREFIXES = {
+    "fill-mask": "lm_head.",
+    "classification": "classifier.",
+    "embedding": None,
+    "question-answering": "qa_outputs.",
+    "multiple-choice": "classifier.",
+    "token-classification": "classifier.",
+}
+# Architecture name endings of other encoders' heads (XLM-R, ...) that load as these tasks.
+_ARCHITECTURE_SUFFIXES = {arch.removeprefix("Roberta"): task for arch, task in ARCHITECTURE_TASKS.items()}
 
 
 def folder_task(folder: str | os.PathLike, *, state_keys: list[str] | None = None) -> str:
@@ -71,11 +101,11 @@ def folder_task(folder: str | os.PathLike, *, state_keys: list[str] | None = Non
 
     folder = Path(folder)
     for arch in RobertaConfig.from_pretrained(folder).architectures or []:
-        for suffix, task in (("ForMaskedLM", "fill-mask"), ("ForSequenceClassification", "classification")):
-            if arch.endswith(suffix):
-                return task
         if arch in ARCHITECTURE_TASKS:
             return ARCHITECTURE_TASKS[arch]
+        for suffix, task in _ARCHITECTURE_SUFFIXES.items():
+            if suffix.startswith("For") and arch.endswith(suffix):
+                return task
     keys = state_keys if state_keys is not None else weight_names(folder)
     for task, prefix in HEAD_PREFIXES.items():
         if prefix is not None and any(k.removeprefix("roberta.").startswith(prefix) for k in keys):
@@ -104,12 +134,23 @@ def graph_path(folder: Path, name: str) -> Path:
 
 
 def output_name(task: str) -> str:
-    """`logits` for fill-mask (B, T, V) and classification (B, num_labels); `last_hidden_state` (B, T, H)."""
-    return "last_hidden_state" if task == "embedding" else "logits"
+    """The task's first graph output: `logits` (fill-mask (B, T, V), classification (B, num_labels), ...),
+    `last_hidden_state` (embedding), `start_logits` (question answering)."""
+    return next(iter(TASK_OUTPUTS[task]))
+
+
+def output_names(task: str) -> tuple[str, ...]:
+    return tuple(TASK_OUTPUTS[task])
+
+
+def input_axes(task: str) -> tuple[str, ...]:
+    return INPUT_AXES.get(task, DYNAMIC_AXES)
 
 
 def output_axes(task: str) -> list[str]:
-    return ["batch", "num_labels"] if task == "classification" else ["batch", "sequence", "features"]
+    """The axes of the task's first output (`features` for the vocabulary, labels or hidden size)."""
+    axes = list(TASK_OUTPUTS[task][output_name(task)])
+    return ["batch", "num_labels"] if task == "classification" else axes
 
 
 @dataclass

@@ -34,6 +34,7 @@ from rtoolkit.data.glue import (
 )
 from rtoolkit.data.glue import write_predictions as write_rows
 from rtoolkit.model import RobertaForSequenceClassification
+from rtoolkit.runtime.artifacts import TASK_OUTPUTS
 from rtoolkit.tasks.common import Features, Preset, TaskData
 from rtoolkit.train.metrics import compute_metrics
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "classification"
 HEAD = RobertaForSequenceClassification
-OUTPUTS = ("logits",)
+OUTPUTS = tuple(TASK_OUTPUTS[NAME])  # the graph outputs the export writes, in order
 TOKEN_OUTPUTS: frozenset[str] = frozenset()
 INPUT_RANK = 2
 # fairseq's GLUE recipes (rtoolkit.data.glue.GLUE_TASKS); custom data takes the small-task settings (RTE, STS-B).

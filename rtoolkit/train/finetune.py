@@ -152,8 +152,9 @@ class FinetuneConfig:
     """Dropout in the classification head. Default: the task preset, 0.0 (fairseq's pooler_dropout)."""
     max_length: int = 512
     """Longest input in tokens, <s> and </s> included (also capped by the model's position table)."""
-    stride: int = 128
-    """Question answering: tokens shared by consecutive windows over a context longer than max_length."""
+    stride: int | None = None
+    """Question answering: tokens shared by consecutive windows over a context longer than max_length. Default:
+    128, at most a quarter of max_length."""
     micro_batch_size: int | None = None
     """Sentences per forward/backward on each process; gradients accumulate to batch_size. Default: no split."""
     group_by_length: bool = True
