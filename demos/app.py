@@ -1,11 +1,12 @@
-"""The Gradio web demo: a "Fill mask" tab and, given a classifier, a "Classify" tab.
+"""The Gradio web demo: a "Fill mask" tab, a "Classify" tab given a classifier, and a tab for each finetuned head
+given as a task model: "Answer" (question answering), "Choose" (multiple choice), "Tag" (named entities).
 
     from rtoolkit import Predictor
     from rtoolkit.demos.app import build_demo
 
     build_demo(Predictor.from_pretrained("runs/quickstart/final")).launch(server_name="127.0.0.1")
 
-`rtoolkit demo --model DIR [--classifier DIR]` does the same from the command line. The handlers call the
+`rtoolkit demo --model DIR [--classifier DIR] [--task-model DIR ...]` does the same from the command line. The handlers call the
 Predictor directly (it is thread-safe), so several requests run at once; input errors such as a text without
 `<mask>` are shown in the page as an error message and never stop the server.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import gradio as gr
 
-from rtoolkit.predictor import CLASSIFY, FILL_MASK, Predictor
+from rtoolkit.predictor import ANSWER, CHOOSE, CLASSIFY, FILL_MASK, TAG, Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,16 @@ DEFAULT_CLASSIFY_EXAMPLES = (
     ("unflinchingly bleak and desperate", ""),
 )
 DETAIL_HEADERS = ["mask", "token", "score", "sequence"]
+DEFAULT_ANSWER_EXAMPLE = (
+    "Where did the old man live?",
+    "The old man lived alone in a small house by the sea. Every morning he walked down to the harbour.",
+)
+DEFAULT_CHOOSE_EXAMPLE = (
+    "Tom missed the bus, so he walked to school in the rain and arrived late.",
+    "Why was Tom late for school?",
+    "He missed the bus\nHe was ill\nThe school was closed\nHe went to the park",
+)
+DEFAULT_TAG_EXAMPLE = "Sherlock Holmes met Dr. Watson in London at the end of January."
 
 
 def _page_error(exc: Exception) -> gr.Error:
@@ -80,6 +91,77 @@ def classify_outputs(predictor: Predictor, text: str, text_pair: str | None) -> 
     return {r["label"]: r["score"] for r in result}
 
 
+def answer_outputs(predictor: Predictor, question: str, context: str) -> tuple[str, list]:
+    """Run answer for the page: (the answer with its score, the context with the answer highlighted)."""
+    try:
+        result = predictor.answer(question, context)
+    except ValueError as exc:
+        raise _page_error(exc) from None
+    start, end = result["start"], result["end"]
+    highlighted = [(context[:start], None), (context[start:end], "answer"), (context[end:], None)]
+    return f"{result['answer']}  (score {result['score']:.3f})", [(t, label) for t, label in highlighted if t]
+
+
+def choose_outputs(predictor: Predictor, passage: str, question: str, options: str) -> dict[str, float]:
+    """Run choose for the page: {option: score} (options one per line)."""
+    choices = [line.strip() for line in (options or "").splitlines() if line.strip()]
+    try:
+        ranked = predictor.choose(passage, question, choices)
+    except ValueError as exc:
+        raise _page_error(exc) from None
+    return {f"{r['index'] + 1}. {r['option']}": r["score"] for r in ranked}
+
+
+def tag_outputs(predictor: Predictor, text: str) -> dict[str, Any]:
+    """Run tag for the page: the text with its entities, as gr.HighlightedText shows them."""
+    try:
+        entities = predictor.tag(text)
+    except ValueError as exc:
+        raise _page_error(exc) from None
+    return {
+        "text": text,
+        "entities": [{"entity": e["entity"], "start": e["start"], "end": e["end"]} for e in entities],
+    }
+
+
+def _task_tabs(predictor: Predictor, concurrency_limit: int) -> None:
+    """The tabs of the finetuned heads `predictor` serves (answer, choose, tag); API names /answer, /choose, /tag."""
+    if ANSWER in predictor.tasks:
+        with gr.Tab("Answer"):
+            question = gr.Textbox(label="Question", lines=1, elem_id="answer-question")
+            context = gr.Textbox(label="Context", lines=6, elem_id="answer-context")
+            button = gr.Button("Answer", variant="primary", elem_id="answer-button")
+            answer = gr.Textbox(label="Answer", elem_id="answer-answer")
+            shown = gr.HighlightedText(label="In the context", elem_id="answer-highlight")
+            gr.Examples([list(DEFAULT_ANSWER_EXAMPLE)], inputs=[question, context])
+            button.click(
+                lambda q, c: answer_outputs(predictor, q, c), inputs=[question, context], outputs=[answer, shown],
+                api_name="answer", concurrency_limit=concurrency_limit,
+            )  # fmt: skip
+    if CHOOSE in predictor.tasks:
+        with gr.Tab("Choose"):
+            passage = gr.Textbox(label="Passage", lines=5, elem_id="choose-passage")
+            question = gr.Textbox(label="Question", lines=1, elem_id="choose-question")
+            options = gr.Textbox(label="Options (one per line)", lines=4, elem_id="choose-options")
+            button = gr.Button("Choose", variant="primary", elem_id="choose-button")
+            scores = gr.Label(label="Option scores", elem_id="choose-scores")
+            gr.Examples([list(DEFAULT_CHOOSE_EXAMPLE)], inputs=[passage, question, options])
+            button.click(
+                lambda p, q, o: choose_outputs(predictor, p, q, o), inputs=[passage, question, options],
+                outputs=scores, api_name="choose", concurrency_limit=concurrency_limit,
+            )  # fmt: skip
+    if TAG in predictor.tasks:
+        with gr.Tab("Tag"):
+            text = gr.Textbox(label="Text", lines=3, elem_id="tag-text")
+            button = gr.Button("Tag", variant="primary", elem_id="tag-button")
+            entities = gr.HighlightedText(label="Entities", elem_id="tag-entities")
+            gr.Examples([[DEFAULT_TAG_EXAMPLE]], inputs=[text])
+            button.click(
+                lambda t: tag_outputs(predictor, t), inputs=text, outputs=entities, api_name="tag",
+                concurrency_limit=concurrency_limit,
+            )  # fmt: skip
+
+
 def _described(predictor: Predictor) -> str:
     """`runs/quickstart/final` (torch backend): the last two parts of the folder, and how it is run."""
     name = "/".join(predictor.source.parts[-2:]) if predictor.source else "model"
@@ -94,11 +176,14 @@ def build_demo(
     fill_mask_examples: tuple[str, ...] | list[str] = DEFAULT_FILL_MASK_EXAMPLES,
     classify_examples: tuple[tuple[str, str], ...] | list[tuple[str, str]] = DEFAULT_CLASSIFY_EXAMPLES,
     concurrency_limit: int = 4,
+    task_predictors: tuple[Predictor, ...] | list[Predictor] = (),
 ) -> gr.Blocks:
-    """The demo as a `gr.Blocks` (not launched). API names: "/fill_mask" and "/classify".
+    """The demo as a `gr.Blocks` (not launched). API names: "/fill_mask", "/classify", "/answer", "/choose", "/tag".
 
     fill_mask_predictor must serve fill-mask (a pretrained masked-LM); classify_predictor, when given, must serve
-    classify (a finetuned classifier). concurrency_limit: requests each tab runs at once.
+    classify (a finetuned classifier); each of task_predictors must serve answer, choose or tag (a model finetuned
+    for question answering, multiple choice or token classification) and adds its tab. concurrency_limit: requests
+    each tab runs at once.
     """
     if FILL_MASK not in fill_mask_predictor.tasks:
         raise ValueError(
@@ -110,6 +195,12 @@ def build_demo(
             f"{classify_predictor.source} is not a classifier (it serves {sorted(classify_predictor.tasks)}); "
             f"pass a finetuned model as classify_predictor (--classifier)"
         )
+    for extra in task_predictors:
+        if not ({ANSWER, CHOOSE, TAG} & extra.tasks):
+            raise ValueError(
+                f"{extra.source} has no question-answering, multiple-choice or token-classification head (it serves "
+                f"{sorted(extra.tasks)}); pass such a finetuned model as a task model"
+            )
     mask = fill_mask_predictor.tokenizer.mask_token
 
     def fill_mask(text: str, top_k: float):
@@ -119,6 +210,10 @@ def build_demo(
         lines = [f"# {title}", f"Fill mask: {_described(fill_mask_predictor)}"]
         if classify_predictor is not None:
             lines.append(f"Classify: {_described(classify_predictor)}")
+        for extra in task_predictors:
+            lines.append(
+                f"{', '.join(sorted({ANSWER, CHOOSE, TAG} & extra.tasks)).capitalize()}: {_described(extra)}"
+            )
         gr.Markdown("\n\n".join(lines))
         with gr.Tab("Fill mask"):
             with gr.Row():
@@ -170,7 +265,16 @@ def build_demo(
                     api_name="classify",
                     concurrency_limit=concurrency_limit,
                 )
+        for extra in task_predictors:
+            _task_tabs(extra, concurrency_limit)
     return demo
 
 
-__all__ = ["build_demo", "fill_mask_outputs", "classify_outputs"]
+__all__ = [
+    "answer_outputs",
+    "build_demo",
+    "choose_outputs",
+    "classify_outputs",
+    "fill_mask_outputs",
+    "tag_outputs",
+]

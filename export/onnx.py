@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from rtoolkit.export.spec import (
-    DYNAMIC_AXES,
     HEAD_PREFIXES,
     INPUT_NAMES,
     ONNX_FP32,
@@ -28,7 +27,6 @@ from rtoolkit.export.spec import (
     ExportError,
     Manifest,
     io_spec,
-    output_name,
     source_sha256,
     tool_versions,
 )
@@ -36,8 +34,9 @@ from torch import nn
 
 from rtoolkit.checkpoint import CheckpointError, load_state_dict, load_weights, resolve_model_dir
 from rtoolkit.config import CONFIG_NAME, RobertaConfig
-from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
-from rtoolkit.runtime.artifacts import folder_task
+from rtoolkit.model import RobertaModel
+from rtoolkit.runtime.artifacts import TASK_OUTPUTS, folder_task, input_axes, output_names
+from rtoolkit.tasks import head_class
 from rtoolkit.tokenizer import TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
@@ -64,20 +63,24 @@ def require_onnx() -> None:
 
 # --------------------------------------------------------------------------------------------- the model
 class OnnxWrapper(nn.Module):
-    """The graph that is exported: (input_ids, attention_mask) -> one tensor.
+    """The graph that is exported: (input_ids, attention_mask) -> the task's outputs (TASK_OUTPUTS), one tensor or a
+    tuple in that order.
 
-    fill-mask: logits (B, T, V); classification: logits (B, num_labels); embedding: last_hidden_state (B, T, H).
+    fill-mask: logits (B, T, V); classification: logits (B, num_labels); embedding: last_hidden_state (B, T, H);
+    question-answering: start_logits, end_logits (B, T); multiple-choice: logits (B, C) from (B, C, T) inputs;
+    token-classification: logits (B, T, num_labels).
     """
 
     def __init__(self, model: nn.Module, task: str):
         super().__init__()
         self.model = model
         self.task = task
+        self.names = output_names(task)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.task == "embedding":
-            return self.model(input_ids, attention_mask).last_hidden_state  # (B, T, H)
-        return self.model(input_ids, attention_mask).logits  # (B, T, V) or (B, num_labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | tuple:
+        out = self.model(input_ids, attention_mask)
+        values = tuple(getattr(out, name) for name in self.names)
+        return values[0] if len(values) == 1 else values
 
 
 def detect_task(model_dir: str | os.PathLike, *, state_keys: Sequence[str] | None = None) -> str:
@@ -113,12 +116,10 @@ def load_for_task(model_dir: str | os.PathLike, task: str = "auto") -> tuple[nn.
                 + (f"; it has {', '.join(h + '.*' for h in have)}" if have else "")
                 + "). Export it with --task embedding, or with the task it was trained for"
             )
-    if task == "fill-mask":
-        model: nn.Module = RobertaForMaskedLM(config)
-    elif task == "classification":
-        model = RobertaForSequenceClassification(config)
+    if task == "embedding":
+        model: nn.Module = RobertaModel(config, add_pooling_layer=False)
     else:
-        model = RobertaModel(config, add_pooling_layer=False)
+        model = head_class(task)(config)
     load_weights(model, state, source=str(folder))
     return model.eval(), task
 
@@ -245,13 +246,13 @@ def export_onnx(
         raise ExportError(f"--out {out} is the model folder itself; choose another folder")
 
     wrapper = OnnxWrapper(model, task).eval()
-    sample_ids = torch.full((2, 8), 5, dtype=torch.long)
-    sample_ids[:, 0], sample_ids[:, -1] = config.bos_token_id, config.eos_token_id
+    in_axes = input_axes(task)
+    sample_ids = torch.full((2,) * (len(in_axes) - 1) + (8,), 5, dtype=torch.long)  # (2, 8) or (2, 2, 8)
+    sample_ids[..., 0], sample_ids[..., -1] = config.bos_token_id, config.eos_token_id
     sample_mask = torch.ones_like(sample_ids)
-    out_name = output_name(task)
-    axes = {0: DYNAMIC_AXES[0], 1: DYNAMIC_AXES[1]}
-    dynamic_axes = {name: axes for name in INPUT_NAMES}
-    dynamic_axes[out_name] = {0: "batch"} if task == "classification" else axes
+    dynamic_axes = {name: dict(enumerate(in_axes)) for name in INPUT_NAMES}
+    for name, axes in TASK_OUTPUTS[task].items():
+        dynamic_axes[name] = {i: a for i, a in enumerate(axes) if a != "features"}
 
     with staging_dir(out) as tmp:
         raw = tmp / "raw.onnx"
@@ -265,7 +266,7 @@ def export_onnx(
                 str(raw),
                 dynamo=False,
                 input_names=list(INPUT_NAMES),
-                output_names=[out_name],
+                output_names=list(output_names(task)),
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 do_constant_folding=True,

@@ -60,8 +60,16 @@ def export(
         raise ExportError("--per-channel and --exclude apply to --quantize int8; add --quantize int8")
     require_onnx()
     if trt:
+        from rtoolkit.export.onnx import detect_task
         from rtoolkit.export.tensorrt import require_tensorrt
+        from rtoolkit.export.validate import SINGLE_OUTPUT_TASKS
 
+        resolved = task if task != "auto" else detect_task(resolve_model_dir(model_dir))
+        if resolved not in SINGLE_OUTPUT_TASKS:
+            raise ExportError(
+                f"--trt builds engines for {', '.join(SINGLE_OUTPUT_TASKS)} exports; a {resolved} export is served "
+                f"with ONNX Runtime (--optimize, --fp16 for GPUs)"
+            )
         require_tensorrt()
     if eval_data is not None and not Path(eval_data).is_file():
         raise ExportError(f"--eval-data {eval_data}: file not found")
@@ -69,10 +77,10 @@ def export(
         from rtoolkit.export.onnx import detect_task
 
         resolved = task if task != "auto" else detect_task(resolve_model_dir(model_dir))
-        if resolved != "classification":
+        if resolved in ("fill-mask", "embedding"):
             raise ExportError(
-                f"--eval-data scores a classifier's dev-set accuracy; a {resolved} export has no labels to score "
-                f"(validation already runs on real sentences)"
+                f"--eval-data gives a finetuned model's own data (a classifier's dev TSV, SQuAD JSON, RACE or CoNLL "
+                f"files); a {resolved} export has no labels to score (validation already runs on real sentences)"
             )
     step = on_step or (lambda name: None)
     common = {"validate": validate, "texts": texts, "eval_data": eval_data}

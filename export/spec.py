@@ -10,7 +10,6 @@ import hashlib
 import os
 import platform
 from pathlib import Path
-from typing import Any
 
 from rtoolkit.runtime.artifacts import (  # noqa: F401 - the format's names, re-exported for the export modules
     ARCHITECTURE_TASKS,
@@ -26,6 +25,7 @@ from rtoolkit.runtime.artifacts import (  # noqa: F401 - the format's names, re-
     ONNX_INT8,
     ONNX_OPTIMIZED,
     QUANTIZE_MODES,
+    TASK_OUTPUTS,
     TASKS,
     TIMING_CACHE,
     VALIDATION_KEYS,
@@ -34,17 +34,23 @@ from rtoolkit.runtime.artifacts import (  # noqa: F401 - the format's names, re-
     Manifest,
     ValidationError,
     graph_path,
+    input_axes,
     output_axes,
     output_name,
+    output_names,
 )
 
 
 def io_spec(task: str, *, hidden_size: int, vocab_size: int, num_labels: int) -> tuple[list, list]:
-    """The manifest's `inputs` and `outputs` entries (names, dtypes, symbolic shapes)."""
-    inputs = [{"name": n, "dtype": "int64", "shape": list(DYNAMIC_AXES)} for n in INPUT_NAMES]
-    last = {"fill-mask": vocab_size, "classification": num_labels, "embedding": hidden_size}[task]
-    shape: list[Any] = ["batch", last] if task == "classification" else ["batch", "sequence", last]
-    return inputs, [{"name": output_name(task), "dtype": "float32", "shape": shape}]
+    """The manifest's `inputs` and `outputs` entries (names, dtypes, symbolic shapes; `features` resolved to the
+    vocabulary, label or hidden size)."""
+    inputs = [{"name": n, "dtype": "int64", "shape": list(input_axes(task))} for n in INPUT_NAMES]
+    features = {"fill-mask": vocab_size, "embedding": hidden_size}.get(task, num_labels)
+    outputs = [
+        {"name": name, "dtype": "float32", "shape": [features if a == "features" else a for a in axes]}
+        for name, axes in TASK_OUTPUTS[task].items()
+    ]
+    return inputs, outputs
 
 
 def source_sha256(model_dir: str | os.PathLike) -> str:

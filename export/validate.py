@@ -54,12 +54,23 @@ DEFAULT_TEXTS = (
     "What a wonderful, warm and funny performance!",
 )
 
-# Pass criteria per precision. Keys absent for a task are not checked.
+# Pass criteria per precision. Keys absent for a task are not checked. `min_agreement` applies to every agreement
+# a task family reports (answers, chosen options, word tags: rtoolkit.tasks, `agreement`).
 TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs_diff": 1e-4, "min_top5_agreement": 0.99},
-    "fp16": {"min_top1_agreement": 0.98, "min_pearson": 0.999, "min_cosine": 0.999, "max_accuracy_drop": 1.0},
-    "int8": {"min_top1_agreement": 0.90, "min_pearson": 0.98, "min_cosine": 0.98, "max_accuracy_drop": 1.0},
-}
+    "fp32": {"max_abs_diff": 1e-4, "min_top5_agreement": 0.99, "min_agreement": 0.99},
+    "fp16": {
+        "min_top1_agreement": 0.98, "min_pearson": 0.999, "min_cosine": 0.999, "max_accuracy_drop": 1.0,
+        "min_agreement": 0.95,
+    },
+    "int8": {
+        "min_top1_agreement": 0.90, "min_pearson": 0.98, "min_cosine": 0.98, "max_accuracy_drop": 1.0,
+        "min_agreement": 0.85,
+    },
+}  # fmt: skip
+# The tasks of one output validated on sentences (logits, agreement, dev metric); every other task is validated
+# through its family (rtoolkit.tasks): real examples encoded, decoded and compared as predictions. TensorRT engines
+# are built for these tasks only.
+SINGLE_OUTPUT_TASKS = ("fill-mask", "classification", "embedding")
 MASK_EVERY = 5  # fill-mask validation masks every fifth word piece (at least one per sentence)
 BATCH_SIZE = 8
 
@@ -335,6 +346,14 @@ def check(numbers: dict[str, float], tolerances: dict[str, float]) -> list[str]:
     ):
         if limit is not None and key in numbers and numbers[key] < limit:
             failures.append(f"{key.replace('_', ' ')} {numbers[key]:.4f} < {limit}")
+    if t.get("min_agreement") is not None:
+        for key, value in numbers.items():
+            if (
+                key.endswith("_agreement")
+                and key not in ("top1_agreement", "top5_agreement")
+                and value < t["min_agreement"]
+            ):
+                failures.append(f"{key.replace('_', ' ')} {value:.4f} < {t['min_agreement']}")
     drop = numbers.get("accuracy_drop")
     if drop is not None and "max_accuracy_drop" in t and drop > t["max_accuracy_drop"]:
         failures.append(f"dev metric drop {drop:.2f} points > {t['max_accuracy_drop']}")
@@ -407,23 +426,32 @@ def validate_outputs(
         numbers["reference_score"] = task_metric(ref_logits, labeled.labels, regression=regression)
         numbers["score"] = task_metric(cand_logits, labeled.labels, regression=regression)
         numbers["accuracy_drop"] = numbers["reference_score"] - numbers["score"]
-    limits = dict(TOLERANCES[artifact.precision])
-    limits.update(tolerances or {})
-    failures = check(numbers, limits)
-    record: dict[str, Any] = {
+    record = {
         "reference": reference_name or "pytorch",
         "runtime": runtime,
         "shapes": [list(b["input_ids"].shape) for b in inputs.batches],
         "inputs": "text" if inputs.from_text else "random ids (no tokenizer in the folder)",
         **numbers,
-        "criteria": limits,
-        "failures": failures,
     }
+    return _record(folder, file, artifact, record, tolerances)
+
+
+def _record(
+    folder: Path, file: str, artifact: Artifact, record: dict[str, Any], tolerances: dict[str, float] | None
+) -> dict[str, Any]:
+    """Check the numbers against the artifact precision's criteria, store the record in the manifest, raise
+    ValidationError on failure."""
+    limits = dict(TOLERANCES[artifact.precision])
+    limits.update(tolerances or {})
+    failures = check(record, limits)
+    record = {**record, "criteria": limits, "failures": failures}
     artifact = Artifact.from_dict({**artifact.to_dict(), "validation": record, "passed": not failures})
     manifest = Manifest.load(folder)  # re-read: keep any record written meanwhile
     manifest.put(artifact)
     manifest.save(folder)
-    summary = ", ".join(f"{k} {record[k]:.4g}" for k in _SUMMARY_KEYS if k in record)
+    summary = ", ".join(
+        f"{k} {v:.4g}" for k, v in record.items() if k in _SUMMARY_KEYS or k.endswith("_agreement")
+    )
     if failures:
         raise ValidationError(
             f"validation failed for {file} against {record['reference']}: {'; '.join(failures)} ({summary})",
@@ -466,6 +494,12 @@ def validate_onnx(
     if not (folder / file).is_file():
         raise ExportError(f"{folder / file}: file not found")
     session = onnx_session(folder / file, device=device)
+    task = Manifest.load(folder).task
+    if task not in SINGLE_OUTPUT_TASKS:
+        return validate_family(
+            folder, file, session, device=device, reference_model=reference_model if file == ONNX_FP32 else None,
+            eval_data=eval_data, tolerances=tolerances,
+        )  # fmt: skip
     run = session_runner(session, device=device)
     reference_run, reference_name = None, None
     if file == ONNX_FP32:
@@ -487,3 +521,99 @@ def validate_onnx(
         tolerances=tolerances,
         runtime=f"onnxruntime {session.get_providers()[0]}",
     )
+
+
+def validate_family(
+    folder: Path,
+    file: str,
+    session,
+    *,
+    device: str = "cpu",
+    reference_model=None,
+    eval_data: str | os.PathLike | LabeledData | None = None,
+    tolerances: dict[str, float] | None = None,
+    limit: int = 48,
+) -> dict[str, Any]:
+    """Validate a graph of a task family (question answering, multiple choice, token classification) on real
+    examples: `eval_data` (a file in the family's format; its first `limit` examples) or the family's built-in
+    ones. Both runs are decoded the family's way and compared as predictions (the family's `agreement`), besides
+    the outputs' max |diff|. The reference is PyTorch for model.onnx, else model.onnx in ONNX Runtime."""
+    import torch
+
+    from rtoolkit import tasks
+    from rtoolkit.runtime.ort import OrtRunner
+    from rtoolkit.tasks.common import TaskData, length_order, split_rows
+    from rtoolkit.tokenizer import Tokenizer
+
+    manifest = Manifest.load(folder)
+    artifact = manifest.artifact(file)
+    if artifact is None:
+        raise ExportError(f"{folder / file}: not listed in {folder}/export_manifest.json")
+    fam = tasks.family(manifest.task)
+    config = RobertaConfig.from_pretrained(folder)
+    tokenizer = Tokenizer.from_pretrained(folder)
+    if eval_data is not None and not isinstance(eval_data, LabeledData):
+        examples = fam.read_examples(Path(eval_data), limit=limit)
+    else:
+        examples = fam.sample_examples()
+    features = fam.encode(
+        tokenizer, examples, max_length=min(manifest.max_seq_len, config.max_tokens), stride=None
+    )
+    candidate_runner = OrtRunner(session, device=device)
+    if reference_model is not None:
+        reference_name = "pytorch"
+
+        def reference(feeds: Feeds) -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                out = reference_model(
+                    torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+                )
+            values = out if isinstance(out, tuple) else (out,)
+            return {n: v.float().numpy() for n, v in zip(fam.OUTPUTS, values, strict=True)}
+    else:
+        reference_name = ONNX_FP32
+        reference = OrtRunner(onnx_session(folder / ONNX_FP32)).run
+    order = length_order(features)
+    groups = [order[:1]] + [order[i : i + BATCH_SIZE] for i in range(0, len(order), BATCH_SIZE)]
+    ref_rows: list[Any] = [None] * len(features)
+    cand_rows: list[Any] = [None] * len(features)
+    diffs, shapes = [], []
+    for rows in groups:
+        batch = fam.collate(tokenizer, features, rows)
+        ids = batch["input_ids"].numpy()
+        mask = batch["attention_mask"].numpy() if "attention_mask" in batch else np.ones_like(ids)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        shapes.append(list(ids.shape))
+        ref, cand = reference(feeds), candidate_runner.run(feeds)
+        for name in fam.OUTPUTS:
+            if ref[name].shape != cand[name].shape:
+                raise ValidationError(
+                    f"output {name} has shape {cand[name].shape}, the reference {ref[name].shape}"
+                )
+            diffs.append(np.abs(ref[name] - cand[name]).ravel())
+        lengths = features.lengths[rows]
+        for row, r, c in zip(
+            rows,
+            split_rows(ref, lengths, fam.TOKEN_OUTPUTS),
+            split_rows(cand, lengths, fam.TOKEN_OUTPUTS),
+            strict=True,
+        ):
+            ref_rows[row], cand_rows[row] = r, c
+    data = TaskData(None, {}, {}, (), "", labels=fam.labels_from_config(config))
+    diff = np.concatenate(diffs)
+    record = {
+        "reference": reference_name,
+        "runtime": f"onnxruntime {session.get_providers()[0]}",
+        "shapes": shapes,
+        "inputs": str(eval_data) if eval_data is not None else f"{fam.NAME} built-in examples",
+        "examples": len(examples) if hasattr(examples, "__len__") else None,
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "nan_count": int(sum(int(np.isnan(c[n]).sum()) for c in cand_rows for n in fam.OUTPUTS)),
+        "compared_rows": len(features),
+        **fam.agreement(
+            fam.postprocess(ref_rows, features, examples, data),
+            fam.postprocess(cand_rows, features, examples, data),
+        ),
+    }
+    return _record(folder, file, artifact, record, tolerances)

@@ -269,6 +269,7 @@ def _finetune_field_options(command):
         field_option(FinetuneConfig, "data_format", names=["--format"]),
         field_option(FinetuneConfig, "tokenizer"),
         field_option(FinetuneConfig, "max_length"),
+        field_option(FinetuneConfig, "stride"),
         field_option(FinetuneConfig, "eval_batch_size", names=["--batch-size"], param="batch_size"),
         field_option(FinetuneConfig, "max_eval_samples", names=["--max-samples"], param="max_samples"),
         field_option(FinetuneConfig, "precision"),
@@ -394,10 +395,9 @@ def export_cmd(
 QUICKSTART_MODEL = Path("runs") / "quickstart" / "final"
 
 
-def _predictor_options(command):
-    """Options every `rtoolkit predict` command shares."""
-    options = [
-        click.argument("texts", nargs=-1),
+def _serving_options() -> list:
+    """The options that choose the model and how it runs (every `rtoolkit predict` command)."""
+    return [
         click.option(
             "--model",
             "model_dir",
@@ -419,26 +419,107 @@ def _predictor_options(command):
             default=None,
             help="Pick this export (default: fp32, fp16 for CUDA exports); the torch backend runs fp16/bf16 on CUDA.",
         ),
-        click.option(
-            "--input",
-            "input_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Read texts from FILE, one per line (- for stdin).",
-        ),
-        click.option("--batch-size", default=32, show_default=True, help="Texts per forward pass."),
+        click.option("--batch-size", default=32, show_default=True, help="Inputs per forward pass."),
         click.option(
             "--max-length",
             type=int,
             default=None,
             help="Token limit [default: the model's].",
         ),
-        click.option(
-            "--no-truncation", is_flag=True, help="Fail on texts over the limit instead of truncating them."
-        ),
     ]
+
+
+def _apply(command, options: list):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _predictor_options(command):
+    """Options of the `rtoolkit predict` commands that read texts."""
+    return _apply(
+        command,
+        [
+            click.argument("texts", nargs=-1),
+            *_serving_options(),
+            click.option(
+                "--input",
+                "input_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Read texts from FILE, one per line (- for stdin).",
+            ),
+            click.option(
+                "--no-truncation",
+                is_flag=True,
+                help="Fail on texts over the limit instead of truncating them.",
+            ),
+        ],
+    )
+
+
+def _record_options(command):
+    """Options of the `rtoolkit predict` commands that read JSON records (answer, choose)."""
+    return _apply(
+        command,
+        [
+            *_serving_options(),
+            click.option(
+                "--input",
+                "input_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Read JSON lines from FILE (- for stdin), one record per line.",
+            ),
+        ],
+    )
+
+
+def _read_records(input_file: Path | None, given: dict | None, fields: dict[str, type]) -> list[dict]:
+    """Records from the command's own options (`given`, when any is set) or from JSON lines (`--input`, stdin);
+    every record must hold `fields` with their types (str, or list of str); errors name the line."""
+    if given is not None and input_file is not None:
+        raise UserError("give the record as options or with --input, not both")
+    if given is not None:
+        records, name = [given], "the options"
+    else:
+        from rtoolkit.tokenizer import decode_text, read_text_file
+
+        if input_file is not None and str(input_file) != "-":
+            if not input_file.is_file():
+                raise UserError(f"input file not found: {input_file}")
+            name, text = str(input_file), read_text_file(input_file)
+        elif input_file is not None or not sys.stdin.isatty():
+            name, text = "stdin", decode_text(sys.stdin.buffer.read(), "stdin")
+        else:
+            raise UserError(
+                f"no input: pass {', '.join('--' + f for f in fields)} or JSON lines with --input"
+            )
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{name} line {number}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{name} line {number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record | {"_line": number})
+        if not records:
+            raise UserError(f"{name} holds no records")
+    for record in records:
+        where = f"{name} line {record['_line']}" if "_line" in record else name
+        for field, kind in fields.items():
+            value = record.get(field)
+            ok = (
+                isinstance(value, str) and value.strip()
+                if kind is str
+                else (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+            )
+            if not ok:
+                raise UserError(
+                    f"{where}: '{field}' must be a non-empty {'string' if kind is str else 'list of strings'}"
+                )
+    return records
 
 
 def _read_texts(texts: tuple[str, ...], input_file: Path | None) -> list[str]:
@@ -591,6 +672,111 @@ def predict_embed_cmd(
     )
 
 
+@predict_group.command("answer")
+@_record_options
+@click.option(
+    "--question", default=None, help="The question (or give JSON lines {question, context} with --input)."
+)
+@click.option("--context", default=None, help="The text that holds the answer.")
+@click.option(
+    "--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers per question."
+)
+@click.option(
+    "--max-answer-length",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Longest answer in tokens.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens shared by the windows over a long context [default: 128, at most a quarter of the limit].",
+)
+def predict_answer_cmd(
+    model_dir,
+    backend,
+    device,
+    precision,
+    batch_size,
+    max_length,
+    input_file,
+    question,
+    context,
+    top_k,
+    max_answer_length,
+    stride,
+) -> None:
+    """Extractive QA: {"question", "answer", "score", "start", "end"} per question (character offsets into the
+    context; "predictions" with --top-k > 1)."""
+    given = None if question is None and context is None else {"question": question, "context": context}
+    records = _read_records(input_file, given, {"question": str, "context": str})
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+
+    def run(a: int, b: int) -> list:
+        part = records[a:b]
+        return predictor.answer(
+            [r["question"] for r in part], [r["context"] for r in part], top_k=top_k,
+            max_answer_length=max_answer_length, stride=stride,
+        )  # fmt: skip
+
+    _emit_json_lines(
+        len(records), run,
+        lambda i, result: {"question": records[i]["question"], **(result if top_k == 1 else {"predictions": result})},
+    )  # fmt: skip
+
+
+@predict_group.command("choose")
+@_record_options
+@click.option(
+    "--passage", default=None, help="The passage (or give JSON lines {passage, question, options})."
+)
+@click.option("--question", default=None, help="The question about it.")
+@click.option("--option", "options", multiple=True, help="One answer option (repeat for each).")
+def predict_choose_cmd(
+    model_dir, backend, device, precision, batch_size, max_length, input_file, passage, question, options
+) -> None:
+    """Multiple choice: {"question", "choice", "index", "predictions": [{"index", "option", "score"}, ...]} per
+    question, options best first."""
+    given = None
+    if passage is not None or question is not None or options:
+        given = {"passage": passage, "question": question, "options": list(options)}
+    records = _read_records(input_file, given, {"passage": str, "question": str, "options": list})
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+    for record in records:
+        ranked = predictor.choose(record["passage"], record["question"], record["options"])
+        click.echo(json.dumps(
+            {"question": record["question"], "choice": ranked[0]["option"], "index": ranked[0]["index"],
+             "predictions": ranked},
+            ensure_ascii=False,
+        ))  # fmt: skip
+
+
+@predict_group.command("tag")
+@_predictor_options
+def predict_tag_cmd(
+    texts, model_dir, backend, device, precision, batch_size, max_length, input_file, no_truncation
+) -> None:
+    """Named entities: {"text", "entities": [{"entity", "text", "start", "end", "score"}]} per text (character
+    offsets into the text). Texts longer than the token limit are tagged up to it."""
+    items = _read_texts(texts, input_file)
+    predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
+    if no_truncation:
+        lengths = [len(ids) for ids in predictor.tokenizer.encode_batch(items, None, max_length=None)]
+        over = next((i for i, n in enumerate(lengths) if n > predictor.max_length), None)
+        if over is not None:
+            raise UserError(
+                f"text {over + 1} has {lengths[over]} tokens, over the {predictor.max_length}-token limit "
+                f"(--no-truncation)"
+            )
+    _emit_json_lines(
+        len(items),
+        lambda a, b: predictor.tag(items[a:b]),
+        lambda i, entities: {"text": items[i], "entities": entities},
+    )
+
+
 @main.command("demo")
 @click.option(
     "--model",
@@ -601,6 +787,14 @@ def predict_embed_cmd(
 )
 @click.option(
     "--classifier", type=click.Path(path_type=Path), default=None, help="A finetuned classifier too."
+)
+@click.option(
+    "--task-model",
+    "task_models",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A model finetuned for question answering, multiple choice or token classification: adds its tab "
+    "(repeatable).",
 )
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -614,13 +808,15 @@ def predict_embed_cmd(
 def demo_cmd(
     model_dir: Path | None,
     classifier: Path | None,
+    task_models: tuple[Path, ...],
     backend: str,
     device: str,
     host: str,
     port: int,
     share: bool,
 ) -> None:
-    """Serve the Gradio web demo: a Fill mask tab, and a Classify tab with --classifier."""
+    """Serve the Gradio web demo: a Fill mask tab, a Classify tab with --classifier, and Answer / Choose / Tag tabs
+    for each --task-model."""
     _check_can_listen(host, port)  # before loading any model
     if model_dir is None:
         model_dir = QUICKSTART_MODEL
@@ -636,7 +832,10 @@ def demo_cmd(
 
     fill_mask = Predictor.from_pretrained(model_dir, backend=backend, device=device)
     classify = Predictor.from_pretrained(classifier, backend=backend, device=device) if classifier else None
-    build_demo(fill_mask, classify).launch(server_name=host, server_port=port, share=share)
+    extra = [Predictor.from_pretrained(folder, backend=backend, device=device) for folder in task_models]
+    build_demo(fill_mask, classify, task_predictors=extra).launch(
+        server_name=host, server_port=port, share=share
+    )
 
 
 def _check_can_listen(host: str, port: int) -> None:

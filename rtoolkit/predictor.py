@@ -26,14 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from rtoolkit import tasks
 from rtoolkit.config import CONFIG_NAME, RobertaConfig
 from rtoolkit.runtime.backends import (
+    ANSWER,
     BACKENDS,
+    CHOOSE,
     CLASSIFY,
     EMBED,
     FILL_MASK,
     PRECISIONS,
     PREDICTOR_TASKS,
+    TAG,
     GraphBackend,
     PredictorError,
     TorchBackend,
@@ -45,6 +49,7 @@ from rtoolkit.runtime.backends import artifact_files as _artifacts  # noqa: F401
 from rtoolkit.runtime.backends import onnx_order as _onnx_order  # noqa: F401
 from rtoolkit.runtime.backends import read_manifest as _read_manifest  # noqa: F401
 from rtoolkit.runtime.backends import runnable_engines as _runnable_engines  # noqa: F401
+from rtoolkit.tasks.common import TaskData, split_rows
 from rtoolkit.tokenizer import MASK, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -65,7 +70,11 @@ def _as_texts(texts: object, name: str) -> tuple[list[str], bool]:
     else:
         raise PredictorError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
     for i, text in enumerate(items):
-        where = ("the text" if name == "texts" else "the text pair") if single else f"{name}[{i}]"
+        where = (
+            {"texts": "the text", "text_pairs": "the text pair"}.get(name, f"the {name}")
+            if single
+            else f"{name}[{i}]"
+        )
         if not isinstance(text, str):
             raise PredictorError(f"{where} must be a string, got {type(text).__name__}: {text!r:.60}")
         if not text.strip():
@@ -195,7 +204,7 @@ class Predictor:
 
     @property
     def tasks(self) -> frozenset[str]:
-        """What this checkpoint can do: a subset of {"fill-mask", "classify", "embed"}."""
+        """What this checkpoint can do: a subset of {"fill-mask", "classify", "embed", "answer", "choose", "tag"}."""
         return self._backend.tasks
 
     @property
@@ -357,22 +366,100 @@ class Predictor:
             out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out[0] if single else out
 
+    def answer(
+        self,
+        question: str | Sequence[str],
+        context: str | Sequence[str],
+        *,
+        top_k: int = 1,
+        max_answer_length: int = 30,
+        stride: int | None = None,
+    ) -> Any:
+        """Extractive question answering: the span of `context` that answers `question`.
+
+        top_k=1: {"answer": str, "score": float, "start": int, "end": int} (character offsets into the context, end
+        exclusive); top_k=k: the k best such dicts. Contexts longer than the token limit are read in windows
+        overlapping by `stride` tokens (default: 128, at most a quarter of the token limit). A single question gives one result, a list a list of them.
+        """
+        self._require(ANSWER, "answer")
+        questions, single = _as_texts(question, "question")
+        contexts, context_single = _as_texts(context, "context")
+        if len(contexts) != len(questions) or context_single != single:
+            raise PredictorError(
+                f"got {len(questions)} question(s) but {len(contexts)} context(s); pass one each"
+            )
+        for name, value, least in (
+            ("top_k", top_k, 1),
+            ("max_answer_length", max_answer_length, 1),
+            ("stride", 1 if stride is None else stride, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise PredictorError(f"{name} must be a positive integer, got {value!r}")
+        fam = tasks.family("question-answering")
+        examples = fam.make_examples(questions, contexts)
+        results = self._run_family(
+            fam, examples, stride=stride, top_k=top_k, max_answer_length=max_answer_length
+        )
+        results = [r[0] if top_k == 1 else r for r in results]
+        return results[0] if single else results
+
+    def choose(self, passage: str, question: str, options: Sequence[str]) -> list[dict[str, Any]]:
+        """Multiple choice: every option with its probability of being the right answer, best first:
+        [{"index": i, "option": str, "score": float}, ...] (index: the option's position in `options`)."""
+        self._require(CHOOSE, "choose")
+        for name, value in (("passage", passage), ("question", question)):
+            if not isinstance(value, str):
+                raise PredictorError(f"{name} must be a string, got {type(value).__name__}")
+            _as_texts(value, name)
+        if isinstance(options, str) or not isinstance(options, (list, tuple)) or len(options) < 2:
+            raise PredictorError(f"options must be a list of at least two strings, got {options!r:.80}")
+        option_list, _ = _as_texts(list(options), "options")
+        fam = tasks.family("multiple-choice")
+        examples = fam.make_examples([passage], [question], [option_list])
+        (prediction,) = self._run_family(fam, examples)
+        ranked = sorted(range(len(option_list)), key=lambda i: -prediction["scores"][i])
+        return [
+            {"index": i, "option": option_list[i], "score": float(prediction["scores"][i])} for i in ranked
+        ]
+
+    def tag(self, texts: str | Sequence[str]) -> Any:
+        """Named entities (token classification): for each text, a list of {"entity": type, "text": str, "start":
+        int, "end": int, "score": float} with character offsets into the text (end exclusive), the words' sub-token
+        predictions aggregated to words and words to entities. A single text gives one list, a list a list of them."""
+        self._require(TAG, "tag")
+        items, single = _as_texts(texts, "texts")
+        fam = tasks.family("token-classification")
+        predictions = self._run_family(fam, fam.make_examples(items))
+        results = [p["entities"] for p in predictions]
+        return results[0] if single else results
+
+    def _run_family(self, fam: Any, examples: Any, *, stride: int | None = None, **options: Any) -> list[Any]:
+        """Encode `examples` the family's way, run them in length-sorted batches, decode one prediction each."""
+        features = fam.encode(self.tokenizer, examples, max_length=self.max_length, stride=stride)
+        outputs: list[Any] = [None] * len(features)
+        for rows in _buckets(features.lengths.tolist(), self.batch_size):
+            batch = fam.collate(self.tokenizer, features, rows)
+            feeds = {k: v.numpy() for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+            arrays = self._backend.outputs(feeds, fam.OUTPUTS)
+            for row, result in zip(
+                rows, split_rows(arrays, features.lengths[rows], fam.TOKEN_OUTPUTS), strict=True
+            ):
+                outputs[row] = result
+        data = TaskData(None, {}, {}, (), "", labels=fam.labels_from_config(self.config))
+        return fam.postprocess(outputs, features, examples, data, **options)
+
     # ------------------------------------------------------------------------------------------ helpers
     def _require(self, task: str, method: str) -> None:
         if task in self.tasks:
             return
         if self.backend == "torch":
-            what = {
-                "fill-mask": "a masked-LM head",
-                "classification": "a classification head",
-                "embedding": "no head",
-            }
-            has = what[self._backend.head]
+            head = self._backend.head
+            has = {"fill-mask": "a masked-LM head", "embedding": "no head"}.get(head, f"a {head} head")
             hint = {
                 FILL_MASK: "load a pretrained (masked-LM) model folder",
                 CLASSIFY: "load a finetuned classifier (rtoolkit finetune)",
                 EMBED: "",
-            }[task]
+            }.get(task, "load a model finetuned for it (rtoolkit finetune --task ...)")
             raise PredictorError(f"{method}: {self.source} has {has}, so it cannot do {task}; {hint}")
         export_task = next(k for k, v in PREDICTOR_TASKS.items() if v == self._backend.task)
         wanted = next(k for k, v in PREDICTOR_TASKS.items() if v == task)

@@ -40,13 +40,17 @@ PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
 # The Predictor names what it serves after its calls (fill_mask, classify, embed); this is the one mapping from the
 # tasks (rtoolkit.runtime.artifacts.TASKS: a folder's head, an export's task) to those names.
 FILL_MASK, CLASSIFY, EMBED = "fill-mask", "classify", "embed"
-PREDICTOR_TASKS = {"fill-mask": FILL_MASK, "classification": CLASSIFY, "embedding": EMBED}
-# What a model folder serves, by the task of its head (every encoder also embeds).
-FOLDER_SERVES = {
-    "fill-mask": frozenset({FILL_MASK, EMBED}),
-    "classification": frozenset({CLASSIFY, EMBED}),
-    "embedding": frozenset({EMBED}),
+ANSWER, CHOOSE, TAG = "answer", "choose", "tag"
+PREDICTOR_TASKS = {
+    "fill-mask": FILL_MASK,
+    "classification": CLASSIFY,
+    "embedding": EMBED,
+    "question-answering": ANSWER,
+    "multiple-choice": CHOOSE,
+    "token-classification": TAG,
 }
+# What a model folder serves, by the task of its head (every encoder also embeds).
+FOLDER_SERVES = {task: frozenset({call, EMBED}) for task, call in PREDICTOR_TASKS.items()}
 
 
 class PredictorError(ValueError):
@@ -76,7 +80,7 @@ class TorchBackend:
         precision: str | None,
         compile: bool = False,
     ):
-        from rtoolkit.model import RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+        from rtoolkit.tasks import head_class
 
         if precision not in (None, "fp32", "fp16", "bf16"):
             raise PredictorError(
@@ -86,10 +90,7 @@ class TorchBackend:
         if precision in ("fp16", "bf16") and not device.startswith("cuda"):
             raise PredictorError(f"precision {precision!r} on the torch backend needs device='cuda'")
         self.head = folder_task(folder)  # the task of the folder's head
-        cls = {"fill-mask": RobertaForMaskedLM, "classification": RobertaForSequenceClassification}.get(
-            self.head, RobertaModel
-        )
-        model = cls.from_pretrained(folder)
+        model = head_class(self.head).from_pretrained(folder)
         if precision in ("fp16", "bf16"):
             model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
         self.model = model.to(device).eval()
@@ -157,6 +158,19 @@ class TorchBackend:
             lambda: self._encoder()(*self._inputs(input_ids, attention_mask)).last_hidden_state.float()
         )
 
+    @torch.inference_mode()
+    def outputs(self, feeds: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The head's named outputs (float32) for feeds input_ids (and attention_mask), any input rank."""
+        ids = torch.from_numpy(feeds["input_ids"]).to(self.device)
+        mask = feeds.get("attention_mask")
+        mask_t = None if mask is None or mask.all() else torch.from_numpy(mask).to(self.device)
+        if self.compiled:
+            with self._lock:
+                out = self.model(ids, mask_t)
+                return {n: getattr(out, n).float().cpu().numpy() for n in names}
+        out = self.model(ids, mask_t)
+        return {n: getattr(out, n).float().cpu().numpy() for n in names}
+
 
 class GraphBackend:
     """An exported graph (ONNX Runtime session or TensorRT engine) with inputs input_ids/attention_mask.
@@ -203,6 +217,13 @@ class GraphBackend:
 
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self._forward(input_ids, attention_mask)  # (B, T, H)
+
+    def outputs(self, feeds: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The graph's named outputs for feeds input_ids and attention_mask (all ones when none is given)."""
+        ids = feeds["input_ids"]
+        mask = feeds.get("attention_mask")
+        out = self._run({"input_ids": ids, "attention_mask": np.ones_like(ids) if mask is None else mask})
+        return {n: np.asarray(out[n], dtype=np.float32) for n in names}
 
 
 # ------------------------------------------------------------------------------------- export folders
@@ -299,7 +320,11 @@ def onnx_backend(artifact: ArtifactFile, *, device: str, num_threads: int | None
             f"{artifact.path}: expected inputs input_ids and attention_mask, found {sorted(runner.input_names)}; "
             f"re-export with `rtoolkit export`"
         )
-    task = graph_task(artifact.path, runner.output_names, len(session.get_outputs()[0].shape))
+    manifest = read_manifest(artifact.path.parent)
+    if manifest is not None and manifest.task in PREDICTOR_TASKS:
+        task = PREDICTOR_TASKS[manifest.task]
+    else:
+        task = graph_task(artifact.path, runner.output_names, len(session.get_outputs()[0].shape))
     return GraphBackend(
         name="onnx",
         run=runner.run,

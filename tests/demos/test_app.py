@@ -112,3 +112,59 @@ def test_build_demo_checks_the_predictors(demo_predictors):
         build_demo(mlm, mlm)
     blocks = build_demo(mlm)  # no classifier: no Classify tab
     assert "/classify" not in {f"/{d.api_name}" for d in blocks.fns.values()}
+
+
+def test_task_tabs_over_http_match_the_predictors(client, task_predictors):
+    question, context = "Where did the old man live?", "The old man lived alone in a small house by the sea."
+    answer, highlighted = client.predict(question, context, api_name="/answer")
+    expected = task_predictors["answer"].answer(question, context)
+    assert answer == f"{expected['answer']}  (score {expected['score']:.3f})"
+    assert [(h["token"], h["class_or_confidence"]) for h in highlighted] == [
+        (t, label)
+        for t, label in (
+            (context[: expected["start"]], None),
+            (expected["answer"], "answer"),
+            (context[expected["end"] :], None),
+        )
+        if t
+    ]
+
+    passage, asked = "Tom missed the bus, so he walked to school and was late.", "Why was Tom late?"
+    options = ["He missed the bus", "He was ill", "The school was closed"]
+    label = client.predict(passage, asked, "\n".join(options), api_name="/choose")
+    ranked = task_predictors["choose"].choose(passage, asked, options)
+    assert [c["label"] for c in label["confidences"]] == [f"{r['index'] + 1}. {r['option']}" for r in ranked]
+    assert [c["confidence"] for c in label["confidences"]] == pytest.approx(
+        [r["score"] for r in ranked], abs=1e-6
+    )
+
+    text = "Sherlock Holmes met Dr. Watson in London at the end of January."
+    shown = client.predict(text, api_name="/tag")
+    entities = task_predictors["tag"].tag(text)
+    assert "".join(h["token"] for h in shown) == text
+    assert [(h["token"], h["class_or_confidence"]) for h in shown if h["class_or_confidence"]] == [
+        (e["text"], e["entity"]) for e in entities
+    ]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "api_name", "message"),
+    [
+        (("A passage.", "A question?", "only one option"), "/choose", "at least two"),
+        (("", "Some context."), "/answer", "question"),
+        (("   ",), "/tag", "empty"),
+    ],
+)
+def test_task_tab_errors_come_back_as_messages(client, inputs, api_name, message):
+    with pytest.raises(gradio_client.exceptions.AppError, match=message):
+        client.predict(*inputs, api_name=api_name)
+
+
+def test_build_demo_checks_the_task_models(demo_predictors):
+    from rtoolkit.demos.app import build_demo
+
+    mlm, clf = demo_predictors
+    with pytest.raises(
+        ValueError, match="no question-answering, multiple-choice or token-classification head"
+    ):
+        build_demo(mlm, task_predictors=[clf])

@@ -100,3 +100,39 @@ def test_the_classify_tab(page, demo_predictors):
     shown = _shown_scores(scores)
     assert [label for label, _ in shown] == [r["label"] for r in expected]
     assert [score for _, score in shown] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+
+
+def test_the_answer_choose_and_tag_tabs(page, task_predictors):
+    page.get_by_role("tab", name="Answer").click()
+    question, context = "Where did the old man live?", "The old man lived alone in a small house by the sea."
+    page.locator("#answer-question").get_by_role("textbox").fill(question)
+    page.locator("#answer-context").get_by_role("textbox").fill(context)
+    page.locator("#answer-button").click()
+    expected = task_predictors["answer"].answer(question, context)
+    answer = page.locator("#answer-answer").get_by_role("textbox")
+    playwright.expect(answer).to_have_value(f"{expected['answer']}  (score {expected['score']:.3f})")
+    playwright.expect(page.locator("#answer-highlight")).to_contain_text(expected["answer"])
+
+    page.get_by_role("tab", name="Choose").click()
+    options = ["He missed the bus", "He was ill", "The school was closed", "He went to the park"]
+    page.locator("#choose-passage").get_by_role("textbox").fill("Tom missed the bus and was late.")
+    page.locator("#choose-question").get_by_role("textbox").fill("Why was Tom late?")
+    page.locator("#choose-options").get_by_role("textbox").fill("\n".join(options))
+    page.locator("#choose-button").click()
+    scores = page.locator("#choose-scores")
+    playwright.expect(scores.locator("meter")).to_have_count(4)
+    ranked = task_predictors["choose"].choose(
+        "Tom missed the bus and was late.", "Why was Tom late?", options
+    )
+    shown = _shown_scores(scores)
+    assert [label for label, _ in shown] == [f"{r['index'] + 1}. {r['option']}" for r in ranked]
+    assert [score for _, score in shown] == pytest.approx([r["score"] for r in ranked], abs=1e-6)
+
+    page.get_by_role("tab", name="Tag").click()
+    text = "Sherlock Holmes met Dr. Watson in London at the end of January."
+    page.locator("#tag-text").get_by_role("textbox").fill(text)
+    page.locator("#tag-button").click()
+    shown = page.locator("#tag-entities")
+    playwright.expect(shown).to_contain_text("Sherlock")
+    for entity in task_predictors["tag"].tag(text):
+        playwright.expect(shown).to_contain_text(entity["entity"])
