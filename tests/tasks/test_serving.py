@@ -306,3 +306,27 @@ def test_finetune_and_evaluate_a_family_from_the_command_line(tmp_path, encoder_
     assert type(loaded).__name__ == "RobertaForTokenClassification"
     assert loaded.config.id2label == {int(k): v for k, v in json.loads(
         (out / "best" / "config.json").read_text())["id2label"].items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", list(EVAL_FILES))
+def test_transformers_loads_the_finetuned_folders_with_equal_outputs(family_dirs, family):
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    auto = {
+        "question-answering": transformers.AutoModelForQuestionAnswering,
+        "multiple-choice": transformers.AutoModelForMultipleChoice,
+        "token-classification": transformers.AutoModelForTokenClassification,
+    }[family]
+    folder = family_dirs[family]
+    theirs, info = auto.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    fam = tasks.family(family)
+    ours = fam.HEAD.from_pretrained(folder).eval()
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, 3, 16) if fam.INPUT_RANK == 3 else (2, 16)
+    ids = torch.randint(3, 900, shape, generator=generator)
+    with torch.no_grad():
+        mine, hf = ours(input_ids=ids), theirs.eval()(input_ids=ids)
+    for name in fam.OUTPUTS:
+        torch.testing.assert_close(getattr(mine, name), getattr(hf, name), atol=1e-5, rtol=0)
