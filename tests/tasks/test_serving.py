@@ -330,3 +330,56 @@ def test_transformers_loads_the_finetuned_folders_with_equal_outputs(family_dirs
         mine, hf = ours(input_ids=ids), theirs.eval()(input_ids=ids)
     for name in fam.OUTPUTS:
         torch.testing.assert_close(getattr(mine, name), getattr(hf, name), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", list(EVAL_FILES))
+def test_gpu_bf16_finetune_then_cuda_evaluation_and_serving_agree_with_the_cpu(tmp_path, encoder_dir, family):
+    import torch
+
+    from rtoolkit.train.finetune import FinetuneConfig, evaluate_model, finetune
+    from tests.conftest import FAMILY_RUNS
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run = {k: v for k, v in FAMILY_RUNS[family].items() if k != "data"}
+    data_dir = shared_data(FAMILY_RUNS[family]["data"])
+    out = tmp_path / "run"
+    results = finetune(
+        FinetuneConfig(
+            model=encoder_dir, data_dir=data_dir, out=out, lr=2e-3, batch_size=16,
+            max_train_samples=16 * run["max_steps"], max_eval_samples=64, precision="bf16", device="cuda",
+            progress=False, **run,
+        )
+    )  # fmt: skip
+    assert json.loads((out / "run_config.json").read_text())["precision"] == "bf16"
+    options = dict(
+        task=run["task"], data_dir=data_dir, max_length=128, stride=run.get("stride"), max_samples=64
+    )
+    on_gpu = evaluate_model(out / "best", device="cuda", precision="fp32", **options)
+    on_cpu = evaluate_model(out / "best", device="cpu", precision="fp32", **options)
+    assert on_gpu["dev/loss"] == pytest.approx(on_cpu["dev/loss"], rel=1e-3)
+    main = results["main_metric"]
+    assert on_gpu[main] == pytest.approx(on_cpu[main], abs=2.0 if family == "question-answering" else 0.02)
+
+    fam = tasks.family(family)
+    examples = fam.read_examples(shared_data(*EVAL_FILES[family]), limit=16)
+    gpu, cpu = Predictor.from_pretrained(out / "best", device="cuda"), Predictor.from_pretrained(out / "best")
+    if family == "question-answering":
+        args = [[e.question for e in examples], [e.context for e in examples]]
+        same = [g["answer"] == c["answer"] for g, c in zip(gpu.answer(*args), cpu.answer(*args), strict=True)]
+    elif family == "multiple-choice":
+        same = [
+            gpu.choose(q.passage, q.question, q.options)[0]["index"]
+            == cpu.choose(q.passage, q.question, q.options)[0]["index"]
+            for q in examples
+        ]
+    else:
+        texts = [" ".join(s.words) for s in examples]
+        same = [
+            [(e["entity"], e["start"], e["end"]) for e in g]
+            == [(e["entity"], e["start"], e["end"]) for e in c]
+            for g, c in zip(gpu.tag(texts), cpu.tag(texts), strict=True)
+        ]
+    assert sum(same) >= 0.9 * len(same)
