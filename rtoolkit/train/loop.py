@@ -124,11 +124,11 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dic
 
 def batch_count(batch: dict[str, torch.Tensor]) -> int:
     """How many targets a batch's mean loss averages over: labels != -100 (masked tokens for MLM, rows for
-    classification/regression and multiple choice, labelled words for token classification), or the rows of a
-    question-answering batch (one answer span each, `start_positions`)."""
-    labels = batch.get("labels", batch.get("start_positions"))
+    classification/regression and multiple choice, labelled words for token classification); a batch whose targets
+    are not `labels` (question answering's start and end positions) has a loss averaged over its rows."""
+    labels = batch.get("labels")
     if labels is None:
-        raise ValueError("a training batch needs 'labels' (or 'start_positions')")
+        return int(batch["input_ids"].shape[0])
     return int(labels.ne(IGNORE_INDEX).sum())
 
 

@@ -246,3 +246,17 @@ def test_an_interrupted_save_is_repaired_when_the_next_run_starts(tmp_path):
     recover_run_folder(out)
     assert not half.exists() and [p.name for p in list_checkpoints(out)] == ["step-000002"]
     assert (out / "final" / "config.json").read_text() == "{}" and not moved.exists()
+
+
+def test_batch_count_weights_micro_batches_by_their_targets():
+    ids = torch.zeros(3, 5, dtype=torch.long)
+    mlm = {"input_ids": ids, "labels": torch.tensor([[-100, 4, -100, 7, -100]] * 3)}
+    assert loop.batch_count(mlm) == 6  # masked tokens only
+    words = {"input_ids": ids, "labels": torch.tensor([[-100, 1, 0, -100, 2]] * 3)}
+    assert loop.batch_count(words) == 9  # labelled words (token classification)
+    spans = {
+        "input_ids": ids,
+        "start_positions": torch.tensor([0, 3, 1]),
+        "end_positions": torch.tensor([0, 4, 1]),
+    }
+    assert loop.batch_count(spans) == 3  # question answering: a loss averaged over rows
