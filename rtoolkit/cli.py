@@ -694,6 +694,12 @@ def predict_embed_cmd(
     default=None,
     help="Tokens shared by the windows over a long context [default: 128, at most a quarter of the limit].",
 )
+@click.option(
+    "--null-threshold",
+    type=float,
+    default=None,
+    help='SQuAD 2.0 models: answer "" when the no-answer score beats the best span by more than this.',
+)
 def predict_answer_cmd(
     model_dir,
     backend,
@@ -707,6 +713,7 @@ def predict_answer_cmd(
     top_k,
     max_answer_length,
     stride,
+    null_threshold,
 ) -> None:
     """Extractive QA: {"question", "answer", "score", "start", "end"} per question (character offsets into the
     context; "predictions" with --top-k > 1)."""
@@ -718,7 +725,7 @@ def predict_answer_cmd(
         part = records[a:b]
         return predictor.answer(
             [r["question"] for r in part], [r["context"] for r in part], top_k=top_k,
-            max_answer_length=max_answer_length, stride=stride,
+            max_answer_length=max_answer_length, stride=stride, null_threshold=null_threshold,
         )  # fmt: skip
 
     _emit_json_lines(

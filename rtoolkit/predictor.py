@@ -374,12 +374,15 @@ class Predictor:
         top_k: int = 1,
         max_answer_length: int = 30,
         stride: int | None = None,
+        null_threshold: float | None = None,
     ) -> Any:
         """Extractive question answering: the span of `context` that answers `question`.
 
         top_k=1: {"answer": str, "score": float, "start": int, "end": int} (character offsets into the context, end
         exclusive); top_k=k: the k best such dicts. Contexts longer than the token limit are read in windows
-        overlapping by `stride` tokens (default: 128, at most a quarter of the token limit). A single question gives one result, a list a list of them.
+        overlapping by `stride` tokens (default: 128, at most a quarter of the token limit). A single question gives
+        one result, a list a list of them. null_threshold (for models finetuned on SQuAD 2.0): answer "" (start = end
+        = 0) when the no-answer score beats the best span's by more than this; None never answers "".
         """
         self._require(ANSWER, "answer")
         questions, single = _as_texts(question, "question")
@@ -395,11 +398,18 @@ class Predictor:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise PredictorError(f"{name} must be a positive integer, got {value!r}")
+        if null_threshold is not None and (
+            isinstance(null_threshold, bool)
+            or not isinstance(null_threshold, (int, float))
+            or not np.isfinite(null_threshold)
+        ):
+            raise PredictorError(f"null_threshold must be a finite number or None, got {null_threshold!r}")
         fam = tasks.family("question-answering")
         examples = fam.make_examples(questions, contexts)
         results = self._run_family(
-            fam, examples, stride=stride, top_k=top_k, max_answer_length=max_answer_length
-        )
+            fam, examples, stride=stride, top_k=top_k, max_answer_length=max_answer_length,
+            null_threshold=null_threshold,
+        )  # fmt: skip
         results = [r[0] if top_k == 1 else r for r in results]
         return results[0] if single else results
 

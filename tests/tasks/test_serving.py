@@ -74,6 +74,25 @@ def test_answer_reads_a_long_context_in_windows(predictors):
     assert len({(t["start"], t["end"]) for t in top}) == 20  # candidates from every window, each once
 
 
+def test_answer_with_a_no_answer_threshold(predictors, family_dirs):
+    predictor = predictors["question-answering"]
+    question, context = "Who wrote it?", "The letter was written in London in 1890."
+    empty = predictor.answer(question, context, null_threshold=-1e9)  # the no-answer score always wins
+    assert (empty["answer"], empty["start"], empty["end"]) == ("", 0, 0)
+    span, plain = predictor.answer(question, context, null_threshold=1e9), predictor.answer(question, context)
+    assert (span["answer"], span["start"], span["end"]) == (plain["answer"], plain["start"], plain["end"])
+    assert span["score"] < plain["score"]  # the no-answer candidate shares the probability
+    with pytest.raises(ValueError, match="null_threshold must be a finite number"):
+        predictor.answer(question, context, null_threshold=float("nan"))
+    result = CliRunner().invoke(
+        main,
+        ["predict", "answer", "--model", str(family_dirs["question-answering"]), "--question", question,
+         "--context", context, "--null-threshold", "-1e9"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _json_lines(result.output)[0]["answer"] == ""
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
