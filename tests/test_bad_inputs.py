@@ -321,6 +321,10 @@ CLI_CASES = [
     ("demo-port-range", lambda e: ["demo", "--model", e.mlm, "--port", "70000"], 2, ["70000", "not in the range"]),
     ('demo-host', lambda e: ['demo', '--model', e.mlm, '--host', 'no-such-host.invalid'], 1, ["--host 'no-such-host.invalid'"]),
     ("demo-model-missing", lambda e: ["demo", "--model", e.root / "none-model", "--port", "7999"], 1, ["none-model", "not found"]),
+    ("demo-task-model-mlm", lambda e: ["demo", "--model", e.mlm, "--task-model", e.mlm, "--port", "7999"], 1, ["no question-answering, multiple-choice or token-classification head"]),
+    ("pr-answer-mlm", lambda e: ["predict", "answer", "--model", e.mlm, "--question", "Who?", "--context", "Tom."], 1, ["masked-LM head", "cannot do answer"]),
+    ("pr-answer-half", lambda e: ["predict", "answer", "--model", e.mlm, "--question", "Who?"], 1, ["'context' must be a non-empty string"]),
+    ("pr-tag-mlm", lambda e: ["predict", "tag", "--model", e.mlm, "Sherlock Holmes."], 1, ["masked-LM head", "cannot do tag"]),
 ]
 # fmt: on
 
