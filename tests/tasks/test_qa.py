@@ -248,6 +248,17 @@ def test_answer_outside_a_window_targets_bos(tokenizer):
     assert context[offsets[s - window.context_start, 0] : offsets[e - window.context_start, 1]] == "Pequod"
 
 
+def test_an_answer_in_no_window_trains_every_window_on_bos(tokenizer):
+    answer = " ".join(["red green blue"] * 20)  # longer than a window: no window holds all of it
+    context = "The colours were " + answer + ". That was all."
+    start = context.index(answer)
+    examples = QADataset([QAExample("x", "Which colours?", context, (answer,), (start,))], "t")
+    features = qa.encode(tokenizer, examples, max_length=32, stride=8)
+    assert len(features) > 3
+    starts, ends = features.inputs["start_positions"], features.inputs["end_positions"]
+    assert all(int(s) == int(e) == 0 for s, e in zip(starts, ends, strict=True))
+
+
 def test_a_question_longer_than_the_window_is_an_error(tokenizer):
     long_question = "Why " + "and why " * 40 + "?"
     examples = qa.make_examples(["Fine?", long_question], ["It is fine.", "Because."])
