@@ -671,7 +671,7 @@ def main() -> int:
         "--work", type=Path, default=None, help="models and runs the steps make [default: OUT/work]"
     )
     parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("RTOOLKIT_TEST_DATA") or REPO.parent / "shared" / "data"),
-                        help="folder with sst2/ and corpus/ [default: ../shared/data or $RTOOLKIT_TEST_DATA]")  # fmt: skip
+                        help="folder with sst2/ and corpus/ (and squad1/, race/, conll2003/ for the task-family GPU tests) [default: ../shared/data or $RTOOLKIT_TEST_DATA]")  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true", help="toy sizes on any device; CUDA-only steps skip"
     )
