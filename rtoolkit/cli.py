@@ -386,7 +386,8 @@ def export_cmd(
     click.echo(f"{manifest.task} export in {out} (opset {manifest.opset}):")
     for art in manifest.artifacts:
         v = art.validation
-        numbers = ", ".join(f"{k} {v[k]:.4g}" for k in VALIDATION_KEYS if k in v)
+        family_keys = [k for k in v if k.endswith("_agreement") and k not in VALIDATION_KEYS]  # answers, tags
+        numbers = ", ".join(f"{k} {v[k]:.4g}" for k in (*VALIDATION_KEYS, *family_keys) if k in v)
         status = ("passed" if art.passed else "FAILED") if v else "not validated"
         click.echo(f"  {art.file:<28} {art.precision:<5} {status:<13} {numbers}")
 

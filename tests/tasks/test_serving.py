@@ -189,6 +189,7 @@ def test_export_validates_every_precision_on_real_examples_and_serves_the_same(t
         key = f"{agreement_key[family]}_agreement"
         assert validation[key] >= validation["criteria"]["min_agreement"]
     assert manifest["artifacts"][0]["validation"]["max_abs_diff"] < 1e-4
+    assert f"{agreement_key[family]}_agreement" in result.output  # the summary shows the agreement
 
     torch_predictor = Predictor.from_pretrained(folder)
     onnx_predictor = Predictor.from_pretrained(out, backend="onnx")
