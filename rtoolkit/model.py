@@ -300,14 +300,20 @@ class RobertaLMHead(nn.Module):
         return self.decoder(x)  # (..., V)
 
 
+def head_dropout(config: RobertaConfig) -> nn.Dropout:
+    """The dropout of a task head: `classifier_dropout`, or the encoder's `hidden_dropout_prob` when it is None (as in
+    Hugging Face)."""
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    return nn.Dropout(p)
+
+
 class RobertaClassificationHead(nn.Module):
     """`<s>` hidden state -> dropout -> dense -> tanh -> dropout -> out_proj."""
 
     def __init__(self, config: RobertaConfig):
         super().__init__()
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(p)
+        self.dropout = head_dropout(config)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -394,8 +400,7 @@ class RobertaForTokenClassification(PreTrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.roberta = RobertaModel(config, add_pooling_layer=False, initialize=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = head_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights()
 
@@ -458,8 +463,7 @@ class RobertaForMultipleChoice(PreTrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.roberta = RobertaModel(config, add_pooling_layer=True, initialize=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = head_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.init_weights()
 
@@ -495,9 +499,13 @@ def flops_per_token(config: RobertaConfig, seq_len: int, *, masked_fraction: flo
 __all__ = [
     "EncoderOutput",
     "HeadOutput",
+    "SpanOutput",
     "RobertaModel",
     "RobertaForMaskedLM",
     "RobertaForSequenceClassification",
+    "RobertaForQuestionAnswering",
+    "RobertaForMultipleChoice",
+    "RobertaForTokenClassification",
     "create_position_ids",
     "flops_per_token",
     "MASK_FILL",
