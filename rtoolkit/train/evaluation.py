@@ -59,11 +59,10 @@ def score_examples(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Loss and the family's metrics of `model` on one labelled split: {"loss": ..., "accuracy": ..., ...}."""
-    features = fam.encode(tokenizer, examples, max_length=max_length, stride=stride)
-    loss, outputs = run_model(
-        model, fam, tokenizer, features, batch_size=batch_size, precision=precision, device=device
-    )
-    predictions = fam.postprocess(outputs, features, examples, data)
+    loss, predictions = _decode(
+        model, fam, tokenizer, examples, data, max_length=max_length, stride=stride, batch_size=batch_size,
+        precision=precision, device=device,
+    )  # fmt: skip
     return {"loss": loss if loss is not None else float("nan"), **fam.score(predictions, examples, data)}
 
 
@@ -81,11 +80,32 @@ def predict_examples(
     device: torch.device | str = "cpu",
 ) -> list:
     """The family's predictions for every example, in order."""
+    return _decode(
+        model, fam, tokenizer, examples, data, max_length=max_length, stride=stride, batch_size=batch_size,
+        precision=precision, device=device,
+    )[1]  # fmt: skip
+
+
+def _decode(
+    model: torch.nn.Module,
+    fam: ModuleType,
+    tokenizer: Tokenizer,
+    examples: Any,
+    data: TaskData,
+    *,
+    max_length: int,
+    stride: int | None,
+    batch_size: int,
+    precision: str,
+    device: torch.device | str,
+) -> tuple[float | None, list]:
+    """Encode `examples` the family's way, run `model` over them and decode: (the mean loss, None without labels;
+    one prediction per example)."""
     features = fam.encode(tokenizer, examples, max_length=max_length, stride=stride)
-    _, outputs = run_model(
+    loss, outputs = run_model(
         model, fam, tokenizer, features, batch_size=batch_size, precision=precision, device=device
     )
-    return fam.postprocess(outputs, features, examples, data)
+    return loss, fam.postprocess(outputs, features, examples, data)
 
 
 def write_test_predictions(

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from rtoolkit import Predictor, tasks
 from rtoolkit.cli import main
 from rtoolkit.tasks import choice, qa, tagging
-from rtoolkit.tasks.common import TaskData, run_model
+from rtoolkit.tasks.common import TaskData
+from rtoolkit.train.evaluation import predict_examples
 from tests.conftest import shared_data
 
 # The real file each family's export is validated on (--eval-data).
@@ -34,14 +35,13 @@ def squad_examples() -> qa.QADataset:
     return qa.read_squad(shared_data("squad1", "dev-v1.1.json")).first(12)
 
 
-def _evaluation_path(predictor: Predictor, fam, examples, **options):
-    """What `rtoolkit evaluate` decodes for `examples`: the family's encode, run_model on the PyTorch model and
-    postprocess, with no Predictor in between."""
-    features = fam.encode(predictor.tokenizer, examples, max_length=predictor.max_length)
-    model = fam.HEAD.from_pretrained(predictor.source)
-    _, outputs = run_model(model, fam, predictor.tokenizer, features, batch_size=4)
+def _evaluation_path(predictor: Predictor, fam, examples):
+    """What `rtoolkit evaluate` decodes for `examples` (rtoolkit.train.evaluation), with no Predictor in between."""
     data = TaskData(None, {}, {}, (), "", labels=fam.labels_from_config(predictor.config))
-    return fam.postprocess(outputs, features, examples, data, **options)
+    model = fam.HEAD.from_pretrained(predictor.source)
+    return predict_examples(
+        model, fam, predictor.tokenizer, examples, data, max_length=predictor.max_length, batch_size=4
+    )
 
 
 # ------------------------------------------------------------------------------------------- Predictor
@@ -56,7 +56,7 @@ def test_answer_gives_context_substrings_at_character_offsets(predictors, squad_
         assert result["answer"] == context[result["start"] : result["end"]] and result["answer"].strip()
         assert 0.0 < result["score"] <= 1.0
     # the same answers as evaluation decodes
-    expected = _evaluation_path(predictor, qa, squad_examples, top_k=1)
+    expected = _evaluation_path(predictor, qa, squad_examples)
     assert [r["answer"] for r in results] == [qa.top_answer(e) for e in expected]
 
     top = predictor.answer(questions[0], contexts[0], top_k=3)
