@@ -49,7 +49,7 @@ from rtoolkit.runtime.backends import artifact_files as _artifacts  # noqa: F401
 from rtoolkit.runtime.backends import onnx_order as _onnx_order  # noqa: F401
 from rtoolkit.runtime.backends import read_manifest as _read_manifest  # noqa: F401
 from rtoolkit.runtime.backends import runnable_engines as _runnable_engines  # noqa: F401
-from rtoolkit.tasks.common import TaskData, split_rows
+from rtoolkit.tasks.common import TaskData, length_batches, run_batches
 from rtoolkit.tokenizer import MASK, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -446,15 +446,13 @@ class Predictor:
     def _run_family(self, fam: Any, examples: Any, *, stride: int | None = None, **options: Any) -> list[Any]:
         """Encode `examples` the family's way, run them in length-sorted batches, decode one prediction each."""
         features = fam.encode(self.tokenizer, examples, max_length=self.max_length, stride=stride)
-        outputs: list[Any] = [None] * len(features)
-        for rows in _buckets(features.lengths.tolist(), self.batch_size):
-            batch = fam.collate(self.tokenizer, features, rows)
+
+        def forward(batch: dict[str, Any]) -> dict[str, np.ndarray]:
             feeds = {k: v.numpy() for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-            arrays = self._backend.outputs(feeds, fam.OUTPUTS)
-            for row, result in zip(
-                rows, split_rows(arrays, features.lengths[rows], fam.TOKEN_OUTPUTS), strict=True
-            ):
-                outputs[row] = result
+            return self._backend.outputs(feeds, fam.OUTPUTS)
+
+        batches = length_batches(features, self.batch_size)
+        outputs = run_batches(forward, fam, self.tokenizer, features, batches)
         data = TaskData(None, {}, {}, (), "", labels=fam.labels_from_config(self.config))
         return fam.postprocess(outputs, features, examples, data, **options)
 

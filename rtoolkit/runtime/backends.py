@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from rtoolkit.runtime.artifacts import (
 )
 
 logger = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
@@ -117,12 +118,16 @@ class TorchBackend:
 
     def _run(self, forward: Callable[[], torch.Tensor]) -> np.ndarray:
         """Run `forward` (which ends in a float32 tensor) and bring its result to the host."""
+        return self._call(lambda: forward().cpu().numpy())
+
+    def _call(self, call: Callable[[], _R]) -> _R:
+        """`call()`, one at a time and as a new CUDA-graph step when the encoder is compiled."""
         if not self.compiled:
-            return forward().cpu().numpy()
+            return call()
         with self._lock:
             if self.device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-            return forward().cpu().numpy()
+            return call()
 
     def pad_width(self, width: int, limit: int) -> int:
         """The padded length of a batch whose longest text is `width` tokens: itself, or when compiled the next power
@@ -161,15 +166,14 @@ class TorchBackend:
     @torch.inference_mode()
     def outputs(self, feeds: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """The head's named outputs (float32) for feeds input_ids (and attention_mask), any input rank."""
-        ids = torch.from_numpy(feeds["input_ids"]).to(self.device)
         mask = feeds.get("attention_mask")
-        mask_t = None if mask is None or mask.all() else torch.from_numpy(mask).to(self.device)
-        if self.compiled:
-            with self._lock:
-                out = self.model(ids, mask_t)
-                return {n: getattr(out, n).float().cpu().numpy() for n in names}
-        out = self.model(ids, mask_t)
-        return {n: getattr(out, n).float().cpu().numpy() for n in names}
+        inputs = self._inputs(feeds["input_ids"], np.ones_like(feeds["input_ids"]) if mask is None else mask)
+
+        def call() -> dict[str, np.ndarray]:
+            out = self.model(*inputs)
+            return {n: getattr(out, n).float().cpu().numpy() for n in names}
+
+        return self._call(call)
 
 
 class GraphBackend:

@@ -10,7 +10,7 @@ words); the shared code never looks inside them. It sees only:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,32 @@ def length_order(features: Features) -> np.ndarray:
     return np.argsort(-features.lengths, kind="stable")
 
 
+def length_batches(features: Features, batch_size: int) -> list[np.ndarray]:
+    """The feature indices cut into batches of `batch_size`, longest features first."""
+    order = length_order(features)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def run_batches(
+    forward: Callable[[dict[str, torch.Tensor]], dict[str, np.ndarray]],
+    family: Any,
+    tokenizer: Any,
+    features: Features,
+    batches: Iterable[np.ndarray],
+) -> list[dict[str, np.ndarray]]:
+    """Per-feature outputs, in feature order: each batch of feature indices collated the family's way, run by
+    `forward` (collated tensors -> arrays named like family.OUTPUTS), and split into rows cut to each feature's
+    length. `forward` is a PyTorch model (run_model) or any backend (the Predictor)."""
+    outputs: list[dict[str, np.ndarray] | None] = [None] * len(features)
+    for rows in batches:
+        arrays = forward(family.collate(tokenizer, features, rows))
+        for row, result in zip(
+            rows, split_rows(arrays, features.lengths[rows], family.TOKEN_OUTPUTS), strict=True
+        ):
+            outputs[row] = result
+    return outputs  # type: ignore[return-value]
+
+
 @torch.no_grad()
 def run_model(
     model: torch.nn.Module,
@@ -107,28 +133,35 @@ def run_model(
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    outputs: list[dict[str, np.ndarray] | None] = [None] * len(features)
     loss_sum, loss_count = 0.0, 0
-    order = length_order(features)
+
+    def forward(batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        nonlocal loss_sum, loss_count
+        rows = len(batch["input_ids"])
+        with autocast(precision, device):
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+        if getattr(out, "loss", None) is not None:
+            loss_sum += float(out.loss) * rows
+            loss_count += rows
+        if on_batch is not None:
+            on_batch(rows)
+        return {name: getattr(out, name).float().cpu().numpy() for name in family.OUTPUTS}
+
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in family.collate(tokenizer, features, rows).items()}
-            with autocast(precision, device):
-                out = model(**batch)
-            if getattr(out, "loss", None) is not None:
-                loss_sum += float(out.loss) * len(rows)
-                loss_count += len(rows)
-            arrays = {name: getattr(out, name).float().cpu().numpy() for name in family.OUTPUTS}
-            for row, result in zip(
-                rows, split_rows(arrays, features.lengths[rows], family.TOKEN_OUTPUTS), strict=True
-            ):
-                outputs[row] = result
-            if on_batch is not None:
-                on_batch(len(rows))
+        outputs = run_batches(forward, family, tokenizer, features, length_batches(features, batch_size))
     finally:
         model.train(was_training)
-    return (loss_sum / loss_count if loss_count else None), outputs  # type: ignore[return-value]
+    return (loss_sum / loss_count if loss_count else None), outputs
 
 
-__all__ = ["Features", "Preset", "TaskData", "length_order", "pad_stack", "run_model", "split_rows"]
+__all__ = [
+    "Features",
+    "Preset",
+    "TaskData",
+    "length_batches",
+    "length_order",
+    "pad_stack",
+    "run_batches",
+    "run_model",
+    "split_rows",
+]
