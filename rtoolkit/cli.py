@@ -482,18 +482,9 @@ def _read_records(input_file: Path | None, given: dict | None, fields: dict[str,
     if given is not None:
         records, name = [given], "the options"
     else:
-        from rtoolkit.tokenizer import decode_text, read_text_file
-
-        if input_file is not None and str(input_file) != "-":
-            if not input_file.is_file():
-                raise UserError(f"input file not found: {input_file}")
-            name, text = str(input_file), read_text_file(input_file)
-        elif input_file is not None or not sys.stdin.isatty():
-            name, text = "stdin", decode_text(sys.stdin.buffer.read(), "stdin")
-        else:
-            raise UserError(
-                f"no input: pass {', '.join('--' + f for f in fields)} or JSON lines with --input"
-            )
+        name, text = _read_input(
+            input_file, f"no input: pass {', '.join('--' + f for f in fields)} or JSON lines with --input"
+        )
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -523,22 +514,28 @@ def _read_records(input_file: Path | None, given: dict | None, fields: dict[str,
     return records
 
 
+def _read_input(input_file: Path | None, nothing: str) -> tuple[str, str]:
+    """(its name, its text) of --input FILE, of stdin for `--input -` or when stdin is not a terminal; the error
+    `nothing` when there is neither."""
+    from rtoolkit.tokenizer import decode_text, read_text_file
+
+    if input_file is not None and str(input_file) != "-":
+        if not input_file.is_file():
+            raise UserError(f"input file not found: {input_file}")
+        return str(input_file), read_text_file(input_file)
+    if input_file is not None or not sys.stdin.isatty():
+        return "stdin", decode_text(sys.stdin.buffer.read(), "stdin")
+    raise UserError(nothing)
+
+
 def _read_texts(texts: tuple[str, ...], input_file: Path | None) -> list[str]:
     """Texts from arguments, --input FILE (or -), or stdin when it is not a terminal; blank lines are errors."""
     if texts and input_file is not None:
         raise UserError("give texts as arguments or with --input, not both")
     if texts:
         return list(texts)
-    from rtoolkit.tokenizer import decode_text, read_text_file
-
-    if input_file is not None and str(input_file) != "-":
-        if not input_file.is_file():
-            raise UserError(f"input file not found: {input_file}")
-        name, lines = str(input_file), read_text_file(input_file).splitlines()
-    elif input_file is not None or not sys.stdin.isatty():
-        name, lines = "stdin", decode_text(sys.stdin.buffer.read(), "stdin").splitlines()
-    else:
-        raise UserError("no texts: pass TEXT arguments, --input FILE, or lines on stdin")
+    name, text = _read_input(input_file, "no texts: pass TEXT arguments, --input FILE, or lines on stdin")
+    lines = text.splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise UserError(f"{name} line {number}: empty line; every line must hold one text")
