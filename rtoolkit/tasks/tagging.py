@@ -320,19 +320,23 @@ def conll_file(data_dir: str | os.PathLike, split: str) -> Path:
     )
 
 
+def _task_folder(task: str, data_dir: str | os.PathLike | None) -> Path:
+    """The data folder of the named task `task`; an unknown task or a missing folder is a DataError."""
+    if task not in PRESETS:
+        raise DataError(f"unknown token-classification task {task!r}; choose one of {', '.join(PRESETS)}")
+    if data_dir is None:
+        raise DataError(f"task {task} needs data_dir (the folder with eng.train and eng.testa)")
+    return Path(data_dir)
+
+
 def load_data(cfg: Any, *, train: bool = True) -> TaskData:
     """CoNLL-2003's (or custom files') training sentences, dev sentences and, with `cfg.predict`, test sentences.
     The label set comes from the whole training file, before `max_train_samples` cuts it."""
     if cfg.task is not None:
-        if cfg.task not in PRESETS:
-            raise DataError(
-                f"unknown token-classification task {cfg.task!r}; choose one of {', '.join(PRESETS)}"
-            )
-        if cfg.data_dir is None:
-            raise DataError(f"task {cfg.task} needs data_dir (the folder with eng.train and eng.testa)")
-        train_path = conll_file(cfg.data_dir, "train")
-        eval_paths = {"dev": conll_file(cfg.data_dir, "dev")}
-        test_paths = {"test": conll_file(cfg.data_dir, "test")} if cfg.predict else {}
+        folder = _task_folder(cfg.task, cfg.data_dir)
+        train_path = conll_file(folder, "train")
+        eval_paths = {"dev": conll_file(folder, "dev")}
+        test_paths = {"test": conll_file(folder, "test")} if cfg.predict else {}
     else:
         if cfg.train_file is None or cfg.validation_file is None:
             raise DataError("custom token-classification data needs train_file and validation_file")
@@ -578,13 +582,7 @@ def evaluation_data(model: RobertaForTokenClassification, request: Any) -> TaskD
     labels = labels_from_config(model.config)
     known_from = f"the labels of {request.model}"
     if request.task is not None:
-        if request.task not in PRESETS:
-            raise DataError(
-                f"unknown token-classification task {request.task!r}; choose one of {', '.join(PRESETS)}"
-            )
-        if request.data_dir is None:
-            raise DataError(f"task {request.task} needs data_dir (the folder with eng.train and eng.testa)")
-        path = conll_file(request.data_dir, request.split)
+        path = conll_file(_task_folder(request.task, request.data_dir), request.split)
         split, task = request.split, request.task
     else:
         path, split, task = Path(request.validation_file), "dev", None
