@@ -767,17 +767,9 @@ def predict_tag_cmd(
     offsets into the text). Texts longer than the token limit are tagged up to it."""
     items = _read_texts(texts, input_file)
     predictor = _load_predictor(model_dir, backend, device, precision, batch_size, max_length)
-    if no_truncation:
-        lengths = [len(ids) for ids in predictor.tokenizer.encode_batch(items, None, max_length=None)]
-        over = next((i for i, n in enumerate(lengths) if n > predictor.max_length), None)
-        if over is not None:
-            raise UserError(
-                f"text {over + 1} has {lengths[over]} tokens, over the {predictor.max_length}-token limit "
-                f"(--no-truncation)"
-            )
     _emit_json_lines(
         len(items),
-        lambda a, b: predictor.tag(items[a:b]),
+        lambda a, b: predictor.tag(items[a:b], truncation=not no_truncation),
         lambda i, entities: {"text": items[i], "entities": entities},
     )
 

@@ -432,12 +432,15 @@ class Predictor:
             {"index": i, "option": option_list[i], "score": float(prediction["scores"][i])} for i in ranked
         ]
 
-    def tag(self, texts: str | Sequence[str]) -> Any:
+    def tag(self, texts: str | Sequence[str], *, truncation: bool = True) -> Any:
         """Named entities (token classification): for each text, a list of {"entity": type, "text": str, "start":
         int, "end": int, "score": float} with character offsets into the text (end exclusive), the words' sub-token
-        predictions aggregated to words and words to entities. A single text gives one list, a list a list of them."""
+        predictions aggregated to words and words to entities. A single text gives one list, a list a list of them.
+        A text over the token limit is tagged up to it (its later words are "O"); truncation=False raises instead."""
         self._require(TAG, "tag")
         items, single = _as_texts(texts, "texts")
+        if not truncation:
+            self._encode(items, None, truncation=False)  # raises for a text over the limit
         fam = tasks.family("token-classification")
         predictions = self._run_family(fam, fam.make_examples(items))
         results = [p["entities"] for p in predictions]

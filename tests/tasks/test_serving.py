@@ -161,6 +161,19 @@ def test_tag_gives_entities_at_character_offsets(predictors):
         predictor.tag(["Fine.", "  "])
 
 
+def test_tag_over_the_token_limit_is_cut_or_refused(predictors, family_dirs):
+    predictor = predictors["token-classification"]
+    text = " ".join(["London"] * 300)  # far over the 128-token limit
+    entities = predictor.tag(text)  # tagged up to the limit
+    assert all(e["end"] <= len(text) for e in entities)
+    with pytest.raises(ValueError, match="exceed the 128-token limit"):
+        predictor.tag(text, truncation=False)
+    result = CliRunner().invoke(
+        main, ["predict", "tag", "--model", str(family_dirs["token-classification"]), "--no-truncation", text]
+    )
+    assert result.exit_code == 1 and "exceed the 128-token limit" in result.output
+
+
 # ------------------------------------------------------------------------------------------ export + serving
 @pytest.mark.parametrize("family", list(EVAL_FILES))
 def test_export_validates_every_precision_on_real_examples_and_serves_the_same(tmp_path, family_dirs, family):
